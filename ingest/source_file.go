@@ -91,7 +91,9 @@ func ExpandPaths(paths []string) ([]string, error) {
 				}
 				return nil
 			}
-			if d.Type().IsRegular() {
+			if !d.IsDir() {
+				// Symlinks and other non-regular entries are kept too: one
+				// that cannot be read is rejected as unreadable, not skipped.
 				found = append(found, path)
 			}
 			return nil

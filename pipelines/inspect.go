@@ -27,14 +27,14 @@ type InspectOptions struct {
 
 // InspectReport is what `emopipe inspect` prints.
 type InspectReport struct {
-	Dir        string                 `json:"dir"`
-	Header     store.Header           `json:"header"`
-	Stats      store.Stats            `json:"stats"`
-	PaddingPct float64                `json:"padding_pct"`
-	SplitPct   float64                `json:"split_docs_pct"`
-	Sources    map[string]SourceView  `json:"sources"`
-	Rejects    []store.Reject         `json:"rejects,omitempty"`
-	Sequence   *SequenceView          `json:"sequence,omitempty"`
+	Dir        string                `json:"dir"`
+	Header     store.Header          `json:"header"`
+	Stats      store.Stats           `json:"stats"`
+	PaddingPct float64               `json:"padding_pct"`
+	SplitPct   float64               `json:"split_docs_pct"`
+	Sources    map[string]SourceView `json:"sources"`
+	Rejects    []store.Reject        `json:"rejects,omitempty"`
+	Sequence   *SequenceView         `json:"sequence,omitempty"`
 }
 
 // SourceView is a source's resume state as far as inspect understands it.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/emopipe/emopipe/ingest"
 	"github.com/emopipe/emopipe/packing"
@@ -121,15 +122,26 @@ func Pack(ctx context.Context, cfg PackConfig) (PackResult, error) {
 	fcfg := cfg.Files
 	fcfg.Repair = cfg.InvalidUTF8.Repair()
 	src := ingest.NewFileSource(files, fcfg, state.Pos)
-	defer src.Close()
 
+	// Shutdown order: cancel the readers, wait for both goroutines, then
+	// close the source they read from.
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		src.Close()
+	}()
 	batches := make(chan readBatch, 2)
 	readErr := make(chan error, 1)
-	go func() { readErr <- readFiles(ctx, src, cfg.BatchBytes, batches) }()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		readErr <- readFiles(ctx, src, cfg.BatchBytes, batches)
+	}()
 	tokenized := make(chan readBatch, 2)
 	go func() {
+		defer wg.Done()
 		defer close(tokenized)
 		for b := range batches {
 			texts := make([]string, len(b.docs))

@@ -373,3 +373,51 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// ReadRaw calls fn with every raw record of the files: each non-blank line
+// of a JSONL file, or the whole of any other file, unparsed (emopipe
+// produce sends them as they are, malformed ones included).
+func ReadRaw(files []string, maxBytes int, fn func(path string, value []byte) error) error {
+	cfg := DefaultFileConfig()
+	if maxBytes > 0 {
+		cfg.MaxDocBytes = maxBytes
+	}
+	for _, path := range files {
+		fr, rej := openFile(path, cfg)
+		if rej != nil {
+			return fmt.Errorf("%s: %s: %s", path, rej.Reason, rej.Detail)
+		}
+		err := func() error {
+			defer fr.close()
+			if !fr.jsonl {
+				data, err := io.ReadAll(fr.br)
+				if err != nil {
+					return err
+				}
+				return fn(path, data)
+			}
+			for {
+				line, oversize, err := fr.line()
+				if err == io.EOF {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if oversize > 0 {
+					return fmt.Errorf("line %d is longer than %d bytes", fr.consumed, cfg.MaxDocBytes)
+				}
+				if len(bytes.TrimSpace(line)) == 0 {
+					continue
+				}
+				if err := fn(path, append([]byte(nil), line...)); err != nil {
+					return err
+				}
+			}
+		}()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	return nil
+}

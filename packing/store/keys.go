@@ -14,6 +14,7 @@ const (
 	prefRej   = "r/"     // + reject number → Reject JSON
 	keyRejN   = "m/rejects"
 	prefState = "t/" // + name → trainer state (opaque)
+	prefStage = "x/" // + source name → a staged batch awaiting its commit point
 )
 
 func seqKey(n uint64) []byte {

@@ -125,6 +125,10 @@ type Batch struct {
 	// State holds trainer state entries (name → value) to write atomically
 	// with the rest.
 	State map[string][]byte
+	// Stage saves staged batches (source → encoded batch, see StageBatch)
+	// and Unstage deletes them, in the same transaction.
+	Stage   map[string][]byte
+	Unstage []string
 }
 
 // Options tune how the store is opened.
@@ -345,6 +349,14 @@ func (s *Store) Commit(b *Batch) (first uint64, err error) {
 	for _, name := range sortedKeys(b.State) {
 		set([]byte(prefState+name), b.State[name])
 	}
+	for _, name := range sortedKeys(b.Stage) {
+		set([]byte(prefStage+name), b.Stage[name])
+	}
+	for _, name := range b.Unstage {
+		if err == nil {
+			err = txn.Delete([]byte(prefStage + name))
+		}
+	}
 	next := first + uint64(len(b.Sequences))
 	set([]byte(keyNext), be64(next))
 	set([]byte(keyRejN), be64(rejects))
@@ -482,6 +494,16 @@ func (s *Store) SourceState(name string) ([]byte, error) {
 func (s *Store) Sources() (map[string][]byte, error) {
 	out := map[string][]byte{}
 	err := s.walk(prefSrc, func(k, v []byte) error {
+		out[string(k)] = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+// Staged returns every staged batch by source.
+func (s *Store) Staged() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.walk(prefStage, func(k, v []byte) error {
 		out[string(k)] = append([]byte(nil), v...)
 		return nil
 	})

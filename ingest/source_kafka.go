@@ -1,0 +1,558 @@
+package ingest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+)
+
+// KafkaConfig describes where documents come from and how records map to
+// documents. Zero fields take DefaultKafkaConfig's values.
+type KafkaConfig struct {
+	Brokers []string `yaml:"brokers" json:"brokers"`
+	Topic   string   `yaml:"topic" json:"topic"`
+	Group   string   `yaml:"group" json:"group"`
+	// Format is "json" (records are {id,text,domain} objects, Fields names
+	// them) or "text" (the value is the text, the key the id; without a key
+	// the id is topic/partition/offset).
+	Format string `yaml:"format" json:"format"`
+	Fields Fields `yaml:"fields" json:"fields"`
+	Domain string `yaml:"domain" json:"domain"` // for records without one
+	// MaxDocBytes: larger record values are rejected (oversize). 16 MiB.
+	MaxDocBytes int `yaml:"max_doc_bytes" json:"max_doc_bytes"`
+	// Repair turns invalid UTF-8 into valid text; nil rejects it.
+	Repair func([]byte) []byte `yaml:"-" json:"-"`
+
+	// Security for real clusters. SASL is "", "plain", "scram-sha-256" or
+	// "scram-sha-512"; TLS with an optional CA file.
+	SASL        string `yaml:"sasl" json:"sasl"`
+	User        string `yaml:"user" json:"user"`
+	Password    string `yaml:"-" json:"-"`
+	TLS         bool   `yaml:"tls" json:"tls"`
+	TLSCA       string `yaml:"tls_ca" json:"tls_ca"`
+	TLSInsecure bool   `yaml:"tls_insecure" json:"tls_insecure"`
+
+	// SessionTimeout: how long a dead member keeps its partitions (10 s;
+	// a killed ingester's partitions move after this). Heartbeat 1 s.
+	SessionTimeout    time.Duration `yaml:"session_timeout" json:"session_timeout"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" json:"heartbeat_interval"`
+	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout" json:"rebalance_timeout"`
+}
+
+// DefaultKafkaConfig returns the documented defaults.
+func DefaultKafkaConfig() KafkaConfig {
+	return KafkaConfig{Format: "json", Fields: DefaultFields(), MaxDocBytes: 16 << 20,
+		SessionTimeout: 10 * time.Second, HeartbeatInterval: time.Second, RebalanceTimeout: 30 * time.Second}
+}
+
+// Validate reports the first contradictory or missing setting.
+func (c *KafkaConfig) Validate() error {
+	d := DefaultKafkaConfig()
+	if c.Format == "" {
+		c.Format = d.Format
+	}
+	if c.Fields == (Fields{}) {
+		c.Fields = d.Fields
+	}
+	if c.MaxDocBytes <= 0 {
+		c.MaxDocBytes = d.MaxDocBytes
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = d.SessionTimeout
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.RebalanceTimeout <= 0 {
+		c.RebalanceTimeout = d.RebalanceTimeout
+	}
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("kafka: no brokers (--brokers host:port,...)")
+	case c.Topic == "":
+		return errors.New("kafka: no topic (--topic)")
+	case c.Format != "json" && c.Format != "text":
+		return fmt.Errorf("kafka: format %q: want json or text", c.Format)
+	}
+	if _, err := c.mechanism(); err != nil {
+		return err
+	}
+	if _, err := c.tlsConfig(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *KafkaConfig) mechanism() (sasl.Mechanism, error) {
+	switch strings.ToLower(c.SASL) {
+	case "":
+		return nil, nil
+	case "plain":
+		return plain.Mechanism{Username: c.User, Password: c.Password}, nil
+	case "scram-sha-256", "scram-sha-512":
+		algo := scram.SHA256
+		if strings.HasSuffix(strings.ToLower(c.SASL), "512") {
+			algo = scram.SHA512
+		}
+		m, err := scram.Mechanism(algo, c.User, c.Password)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: sasl %s: %w", c.SASL, err)
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("kafka: sasl mechanism %q: want plain, scram-sha-256 or scram-sha-512", c.SASL)
+}
+
+func (c *KafkaConfig) tlsConfig() (*tls.Config, error) {
+	if !c.TLS {
+		return nil, nil
+	}
+	cfg := &tls.Config{InsecureSkipVerify: c.TLSInsecure, MinVersion: tls.VersionTLS12}
+	if c.TLSCA != "" {
+		pem, err := os.ReadFile(c.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: tls ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kafka: tls ca %s: no certificates found", c.TLSCA)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
+}
+
+// Dialer is the connection dialer with SASL/TLS applied.
+func (c *KafkaConfig) Dialer() *kafka.Dialer {
+	m, _ := c.mechanism()
+	t, _ := c.tlsConfig()
+	return &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, SASLMechanism: m, TLS: t}
+}
+
+// Transport is the client transport with SASL/TLS applied.
+func (c *KafkaConfig) Transport() *kafka.Transport {
+	m, _ := c.mechanism()
+	t, _ := c.tlsConfig()
+	return &kafka.Transport{SASL: m, TLS: t, DialTimeout: 10 * time.Second}
+}
+
+func (c *KafkaConfig) client() *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: c.Transport(), Timeout: 15 * time.Second}
+}
+
+// Record is one Kafka record.
+type Record struct {
+	Partition int
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Time      time.Time
+}
+
+// SourceName names a partition as a store source.
+func (c *KafkaConfig) SourceName(partition int) string {
+	return fmt.Sprintf("kafka:%s/%d", c.Topic, partition)
+}
+
+// Parse turns a record into a Document, or says why it cannot.
+func (c *KafkaConfig) Parse(r Record) (Document, *Reject) {
+	pos := fmt.Sprintf("offset %d", r.Offset)
+	src := c.SourceName(r.Partition)
+	fallback := fmt.Sprintf("%s/%d/%d", c.Topic, r.Partition, r.Offset)
+	if len(r.Value) > c.MaxDocBytes {
+		return Document{}, &Reject{Source: src, Position: pos, DocKey: fallback, Reason: ReasonOversize,
+			Detail: fmt.Sprintf("%d-byte record, more than max_doc_bytes %d", len(r.Value), c.MaxDocBytes), Bytes: len(r.Value)}
+	}
+	value := r.Value
+	if c.Repair != nil {
+		value = c.Repair(value)
+	}
+	var doc Document
+	if c.Format == "text" {
+		if len(r.Key) > 0 {
+			fallback = string(r.Key)
+		}
+		doc = Document{ID: fallback, Text: value}
+	} else {
+		var rej *Reject
+		doc, rej = c.Fields.ParseJSON(value, fallback)
+		if rej != nil {
+			rej.Source, rej.Position = src, pos
+			if rej.DocKey == "" {
+				rej.DocKey = fallback
+			}
+			return doc, rej
+		}
+	}
+	if doc.Domain == "" {
+		doc.Domain = c.Domain
+	}
+	doc.Source, doc.Position, doc.Time = src, pos, r.Time.UnixMilli()
+	return doc, nil
+}
+
+// Group is this process's membership of the consumer group. It hands out
+// generations: the set of partitions this member owns until the next
+// rebalance.
+type Group struct {
+	cfg *KafkaConfig
+	cg  *kafka.ConsumerGroup
+}
+
+// JoinGroup creates the membership (it joins on the first Next).
+func JoinGroup(cfg *KafkaConfig) (*Group, error) {
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: cfg.Group, Brokers: cfg.Brokers, Dialer: cfg.Dialer(), Topics: []string{cfg.Topic},
+		HeartbeatInterval: cfg.HeartbeatInterval, SessionTimeout: cfg.SessionTimeout,
+		RebalanceTimeout: cfg.RebalanceTimeout, JoinGroupBackoff: time.Second,
+		WatchPartitionChanges: true, PartitionWatchInterval: 5 * time.Second,
+		StartOffset: kafka.FirstOffset, Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: consumer group %q: %w", cfg.Group, err)
+	}
+	return &Group{cfg: cfg, cg: cg}, nil
+}
+
+// Assignment is one partition of a generation with the group's committed
+// offset (negative when the group never committed one).
+type Assignment struct {
+	Partition int
+	Committed int64
+}
+
+// Generation is one period of stable partition ownership.
+type Generation struct {
+	ID         int32
+	MemberID   string
+	Partitions []Assignment
+	gen        *kafka.Generation
+	topic      string
+}
+
+// Next blocks until this member is part of a new generation.
+func (g *Group) Next(ctx context.Context) (*Generation, error) {
+	gen, err := g.cg.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &Generation{ID: gen.ID, MemberID: gen.MemberID, gen: gen, topic: g.cfg.Topic}
+	for _, a := range gen.Assignments[g.cfg.Topic] {
+		out.Partitions = append(out.Partitions, Assignment{Partition: a.ID, Committed: a.Offset})
+	}
+	return out, nil
+}
+
+// Close leaves the group at once (partitions move without waiting for the
+// session timeout). Idempotent.
+func (g *Group) Close() error {
+	if g.cg == nil {
+		return nil
+	}
+	err := g.cg.Close()
+	g.cg = nil
+	return err
+}
+
+// Start runs fn until the generation ends (ctx is then cancelled); the
+// group does not rejoin until every fn has returned, so revoked partitions
+// can be flushed and committed first.
+func (gen *Generation) Start(fn func(ctx context.Context)) { gen.gen.Start(fn) }
+
+// Commit commits a partition's next offset in this generation, with
+// metadata that says who committed it. It fails if the generation is over
+// (the partition may already belong to another member); the caller must
+// then find out with CommittedOffset whether the commit landed.
+func (gen *Generation) Commit(ctx context.Context, cfg *KafkaConfig, partition int, next int64, metadata string) error {
+	resp, err := cfg.client().OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID: cfg.Group, GenerationID: int(gen.ID), MemberID: gen.MemberID,
+		Topics: map[string][]kafka.OffsetCommit{cfg.Topic: {{Partition: partition, Offset: next, Metadata: metadata}}},
+	})
+	if err != nil {
+		return fmt.Errorf("kafka: commit %s/%d: %w", cfg.Topic, partition, err)
+	}
+	for _, p := range resp.Topics[cfg.Topic] {
+		if p.Error != nil {
+			return fmt.Errorf("kafka: commit %s/%d: %w", cfg.Topic, partition, p.Error)
+		}
+	}
+	return nil
+}
+
+// CommittedOffset asks the group coordinator for a partition's committed
+// offset (-1 if none) and the metadata committed with it. It is how a
+// staged batch is resolved after a crash or a commit of unknown outcome.
+func (c *KafkaConfig) CommittedOffset(ctx context.Context, partition int) (int64, string, error) {
+	resp, err := c.client().OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.Group, Topics: map[string][]int{c.Topic: {partition}}})
+	if err != nil {
+		return 0, "", fmt.Errorf("kafka: offset fetch %s/%d: %w", c.Topic, partition, err)
+	}
+	if resp.Error != nil {
+		return 0, "", fmt.Errorf("kafka: offset fetch %s/%d: %w", c.Topic, partition, resp.Error)
+	}
+	for _, p := range resp.Topics[c.Topic] {
+		if p.Partition == partition {
+			if p.Error != nil {
+				return 0, "", fmt.Errorf("kafka: offset fetch %s/%d: %w", c.Topic, partition, p.Error)
+			}
+			return p.CommittedOffset, p.Metadata, nil
+		}
+	}
+	return -1, "", nil
+}
+
+// PartitionReader fetches one partition from an explicit offset (the
+// store's, not the group's).
+type PartitionReader struct {
+	r         *kafka.Reader
+	partition int
+}
+
+// NewPartitionReader starts reading partition at offset.
+func (c *KafkaConfig) NewPartitionReader(partition int, offset int64) (*PartitionReader, error) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: c.Brokers, Topic: c.Topic, Partition: partition, Dialer: c.Dialer(),
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
+		ReadBackoffMin: 100 * time.Millisecond, ReadBackoffMax: 2 * time.Second,
+		MaxAttempts: 1 << 30, // a restarting broker is waited for, not given up on
+	})
+	if err := r.SetOffset(offset); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("kafka: %s/%d offset %d: %w", c.Topic, partition, offset, err)
+	}
+	return &PartitionReader{r: r, partition: partition}, nil
+}
+
+// Fetch returns up to max records, waiting at most wait for the first and
+// returning what has arrived once wait has passed. An empty result with a
+// nil error means the partition is idle.
+func (p *PartitionReader) Fetch(ctx context.Context, max int, wait time.Duration) ([]Record, error) {
+	var out []Record
+	deadline := time.Now().Add(wait)
+	for len(out) < max {
+		fctx, cancel := context.WithDeadline(ctx, deadline)
+		m, err := p.r.FetchMessage(fctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return out, ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				return out, nil
+			}
+			return out, fmt.Errorf("kafka: fetch partition %d: %w", p.partition, err)
+		}
+		out = append(out, Record{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Lag is how many records the partition holds past the reader.
+func (p *PartitionReader) Lag() int64 { return p.r.Stats().Lag }
+
+// Close stops the reader. Idempotent.
+func (p *PartitionReader) Close() error {
+	if p.r == nil {
+		return nil
+	}
+	err := p.r.Close()
+	p.r = nil
+	return err
+}
+
+// Partitions lists the topic's partitions.
+func (c *KafkaConfig) Partitions(ctx context.Context) ([]int, error) {
+	resp, err := c.client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{c.Topic}})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: metadata %s: %w", c.Topic, err)
+	}
+	for _, t := range resp.Topics {
+		if t.Name == c.Topic {
+			if t.Error != nil {
+				return nil, fmt.Errorf("kafka: topic %s: %w", c.Topic, t.Error)
+			}
+			var ps []int
+			for _, p := range t.Partitions {
+				ps = append(ps, p.ID)
+			}
+			return ps, nil
+		}
+	}
+	return nil, fmt.Errorf("kafka: topic %s not found", c.Topic)
+}
+
+// CreateTopic creates a topic (no error if it exists).
+func (c *KafkaConfig) CreateTopic(ctx context.Context, topic string, partitions int) error {
+	resp, err := c.client().CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}}})
+	if err != nil {
+		return fmt.Errorf("kafka: create topic %s: %w", topic, err)
+	}
+	if e := resp.Errors[topic]; e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("kafka: create topic %s: %w", topic, e)
+	}
+	return nil
+}
+
+// Writer is a producer to one topic, used for the dead-letter topic and by
+// `emopipe produce`.
+func (c *KafkaConfig) Writer(topic string, compression string) (*kafka.Writer, error) {
+	w := &kafka.Writer{Addr: kafka.TCP(c.Brokers...), Topic: topic, Transport: c.Transport(),
+		Balancer: &kafka.Hash{}, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000, BatchBytes: 32 << 20,
+		RequiredAcks: kafka.RequireAll, MaxAttempts: 20, WriteBackoffMin: 100 * time.Millisecond, WriteBackoffMax: 2 * time.Second}
+	switch compression {
+	case "", "none":
+	case "gzip":
+		w.Compression = kafka.Gzip
+	case "snappy":
+		w.Compression = kafka.Snappy
+	case "lz4":
+		w.Compression = kafka.Lz4
+	case "zstd":
+		w.Compression = kafka.Zstd
+	default:
+		return nil, fmt.Errorf("kafka: compression %q: want none, gzip, snappy, lz4 or zstd", compression)
+	}
+	return w, nil
+}
+
+// Message builds a producer message.
+func Message(key, value []byte, headers map[string]string) kafka.Message {
+	m := kafka.Message{Key: key, Value: value}
+	for k, v := range headers {
+		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(v)})
+	}
+	return m
+}
+
+
+// DLQ is a dead-letter topic: rejected records are written there, with
+// the reason and source position as headers, instead of to the store.
+// Delivery is at-least-once: a record rejected just before a crash may be
+// dead-lettered again when its partition is re-read.
+type DLQ struct {
+	w *kafka.Writer
+}
+
+// NewDLQ writes to topic on the same cluster.
+func (c *KafkaConfig) NewDLQ(topic string) (*DLQ, error) {
+	w, err := c.Writer(topic, "")
+	if err != nil {
+		return nil, err
+	}
+	w.AllowAutoTopicCreation = true
+	return &DLQ{w: w}, nil
+}
+
+// DeadLetter is one rejected record with its original bytes.
+type DeadLetter struct {
+	Reject Reject
+	Key    []byte
+	Value  []byte
+}
+
+// Send writes the records and waits until the brokers have them.
+func (d *DLQ) Send(ctx context.Context, letters []DeadLetter) error {
+	if len(letters) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(letters))
+	for i, l := range letters {
+		msgs[i] = Message(l.Key, l.Value, map[string]string{
+			"emopipe-reason": l.Reject.Reason, "emopipe-detail": l.Reject.Detail,
+			"emopipe-source": l.Reject.Source, "emopipe-position": l.Reject.Position, "emopipe-doc": l.Reject.DocKey,
+		})
+	}
+	if err := d.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("kafka: dead-letter topic %s: %w", d.w.Topic, err)
+	}
+	return nil
+}
+
+// Close flushes and closes. Idempotent.
+func (d *DLQ) Close() error {
+	if d == nil || d.w == nil {
+		return nil
+	}
+	err := d.w.Close()
+	d.w = nil
+	return err
+}
+
+// Producer writes records to a topic, retrying only the records that
+// failed (a partial failure during a broker outage must not duplicate the
+// rest).
+type Producer struct {
+	w *kafka.Writer
+}
+
+// NewProducer writes to topic with the given compression.
+func (c *KafkaConfig) NewProducer(topic, compression string) (*Producer, error) {
+	w, err := c.Writer(topic, compression)
+	if err != nil {
+		return nil, err
+	}
+	w.MaxAttempts = 3
+	return &Producer{w: w}, nil
+}
+
+// Write sends values (and keys, which may be nil) and returns once all are
+// acknowledged by every in-sync replica, or ctx ends.
+func (p *Producer) Write(ctx context.Context, keys, values [][]byte) error {
+	msgs := make([]kafka.Message, len(values))
+	for i := range values {
+		msgs[i] = kafka.Message{Value: values[i]}
+		if keys != nil {
+			msgs[i].Key = keys[i]
+		}
+	}
+	backoff := 200 * time.Millisecond
+	for len(msgs) > 0 {
+		err := p.w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return nil
+		}
+		var werrs kafka.WriteErrors
+		if errors.As(err, &werrs) && len(werrs) == len(msgs) {
+			var retry []kafka.Message
+			for i, e := range werrs {
+				if e != nil {
+					retry = append(retry, msgs[i])
+				}
+			}
+			msgs = retry
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("kafka: produce to %s: %w", p.w.Topic, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka: produce to %s: %w", p.w.Topic, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
+}
+
+// Close flushes and closes. Idempotent.
+func (p *Producer) Close() error {
+	if p == nil || p.w == nil {
+		return nil
+	}
+	err := p.w.Close()
+	p.w = nil
+	return err
+}

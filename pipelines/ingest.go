@@ -1,0 +1,629 @@
+package pipelines
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/emopipe/emopipe/ingest"
+	"github.com/emopipe/emopipe/packing"
+	"github.com/emopipe/emopipe/packing/store"
+	"github.com/emopipe/emopipe/tokenize"
+)
+
+// IngestConfig configures a Kafka → store ingester.
+type IngestConfig struct {
+	// Store is the store directory (Ingest opens it; NewIngester takes an
+	// open store).
+	Store     string
+	Kafka     ingest.KafkaConfig
+	Packing   packing.Config
+	Tokenizer *tokenize.Tokenizer
+	// InvalidUTF8 is reject (default) or replace.
+	InvalidUTF8 UTF8Policy
+	// DLQTopic receives rejected records; empty keeps them in the store.
+	DLQTopic string
+	// CommitInterval bounds how long read records wait before their commit
+	// (default 1 s); CommitSequences commits earlier once that many
+	// sequences wait (default 512).
+	CommitInterval  time.Duration
+	CommitSequences int
+	// FetchMax is the most records handled in one step (default 2000).
+	FetchMax int
+	// IdleExit stops the ingester once no record has arrived for this long
+	// (benchmarks, tests, one-off catch-up). Zero runs until cancelled.
+	IdleExit time.Duration
+	Metrics  *Metrics
+	Progress io.Writer
+	// Log receives one line per event worth knowing (generations,
+	// retries); nil means stderr.
+	Log io.Writer
+	// Throttle, if set, is called before each fetch; it blocks while the
+	// consumer of the store is too far behind (emopipe run).
+	Throttle func(ctx context.Context) error
+}
+
+func (c *IngestConfig) defaults() error {
+	if c.Tokenizer == nil {
+		return errors.New("ingest: no tokenizer")
+	}
+	if c.InvalidUTF8 == "" {
+		c.InvalidUTF8 = UTF8Reject
+	}
+	if err := c.InvalidUTF8.Validate(); err != nil {
+		return err
+	}
+	if c.CommitInterval <= 0 {
+		c.CommitInterval = time.Second
+	}
+	if c.CommitSequences <= 0 {
+		c.CommitSequences = 512
+	}
+	if c.FetchMax <= 0 {
+		c.FetchMax = 2000
+	}
+	if c.Log == nil {
+		c.Log = os.Stderr
+	}
+	c.Kafka.Repair = c.InvalidUTF8.Repair()
+	return c.Kafka.Validate()
+}
+
+// partitionState is a Kafka partition's resume state in the store.
+type partitionState struct {
+	Next int64  `json:"next"` // next offset to read
+	Tail []byte `json:"tail,omitempty"`
+}
+
+// Ingester consumes a topic in a consumer group into one store, exactly
+// once: see packing/store/stage.go for the commit protocol.
+type Ingester struct {
+	cfg    IngestConfig
+	st     *store.Store
+	pc     packing.Config
+	dlq    *ingest.DLQ
+	m      *Metrics
+	lastIn atomic.Int64 // unix nanos of the last record read
+}
+
+// Ingest opens the store and runs an ingester until ctx is cancelled (or
+// IdleExit).
+func Ingest(ctx context.Context, cfg IngestConfig) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	pc := PackingFor(cfg.Tokenizer, cfg.Packing)
+	if err := pc.Validate(); err != nil {
+		return err
+	}
+	hdr := HeaderFor(cfg.Tokenizer, pc)
+	st, err := store.Open(cfg.Store, &hdr, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	in, err := NewIngester(st, cfg)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return in.Run(ctx)
+}
+
+// NewIngester ingests into an open store whose header matches the
+// tokenizer and packing config.
+func NewIngester(st *store.Store, cfg IngestConfig) (*Ingester, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	pc := PackingFor(cfg.Tokenizer, cfg.Packing)
+	if h := HeaderFor(cfg.Tokenizer, pc); h.TokenizerFingerprint != st.Header().TokenizerFingerprint || h.SeqLen != st.Header().SeqLen || h.Mode != st.Header().Mode {
+		return nil, fmt.Errorf("ingest: %w: the store was made with another tokenizer or packing", store.ErrHeaderMismatch)
+	}
+	in := &Ingester{cfg: cfg, st: st, pc: pc, m: cfg.Metrics}
+	if cfg.DLQTopic != "" {
+		d, err := cfg.Kafka.NewDLQ(cfg.DLQTopic)
+		if err != nil {
+			return nil, err
+		}
+		in.dlq = d
+	}
+	describeIngestMetrics(in.m)
+	return in, nil
+}
+
+func describeIngestMetrics(m *Metrics) {
+	m.Describe("emopipe_ingest_records_total", "counter", "Kafka records read, by partition.")
+	m.Describe("emopipe_ingest_documents_total", "counter", "Documents accepted into the store.")
+	m.Describe("emopipe_ingest_bytes_total", "counter", "Text bytes of accepted documents.")
+	m.Describe("emopipe_ingest_tokens_total", "counter", "Tokens of accepted documents.")
+	m.Describe("emopipe_ingest_sequences_total", "counter", "Sequences committed by the ingester.")
+	m.Describe("emopipe_ingest_rejects_total", "counter", "Rejected records, by reason.")
+	m.Describe("emopipe_ingest_lag_records", "gauge", "Records in the partition past the ingester.")
+	m.Describe("emopipe_ingest_commit_seconds_total", "counter", "Time spent in commits (stage, Kafka offset, finalize).")
+	m.Describe("emopipe_ingest_commits_total", "counter", "Commits, by outcome (final, discarded).")
+}
+
+// Close releases the dead-letter writer. Idempotent.
+func (in *Ingester) Close() error { return in.dlq.Close() }
+
+func (in *Ingester) logf(format string, a ...any) {
+	fmt.Fprintf(in.cfg.Log, "ingest: "+format+"\n", a...)
+}
+
+// Run consumes until ctx is cancelled. Shutdown order: stop fetching,
+// commit what was read (stage, offset, finalize), leave the group.
+func (in *Ingester) Run(ctx context.Context) error {
+	if err := in.resolveStaged(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	in.lastIn.Store(time.Now().UnixNano())
+	if in.cfg.IdleExit > 0 {
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if time.Since(time.Unix(0, in.lastIn.Load())) > in.cfg.IdleExit {
+						cancel(nil)
+						return
+					}
+				}
+			}
+		}()
+	}
+	prog := NewProgress(in.cfg.Progress)
+	if in.cfg.Progress != nil {
+		go func() {
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					prog.Update(in.progressLine)
+				}
+			}
+		}()
+	}
+	group, err := ingest.JoinGroup(&in.cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer group.Close()
+	backoff := time.Second
+	for ctx.Err() == nil {
+		gen, err := group.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			in.logf("joining group %q: %v (retrying in %v)", in.cfg.Kafka.Group, err, backoff)
+			sleepCtx(ctx, backoff)
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		owned := map[int]bool{}
+		var parts []string
+		for _, a := range gen.Partitions {
+			owned[a.Partition] = true
+			parts = append(parts, strconv.Itoa(a.Partition))
+		}
+		in.logf("generation %d: member %s owns partitions [%s]", gen.ID, gen.MemberID, strings.Join(parts, " "))
+		if err := in.flushOrphanTails(owned); err != nil {
+			cancel(err)
+			break
+		}
+		for _, a := range gen.Partitions {
+			gen.Start(func(gctx context.Context) {
+				if err := in.partition(ctx, gctx, gen, a); err != nil {
+					cancel(err)
+				}
+			})
+		}
+	}
+	err = context.Cause(ctx)
+	group.Close() // waits for the partition workers, then leaves at once
+	prog.Done(in.progressLine())
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (in *Ingester) progressLine() string {
+	m := in.m
+	return fmt.Sprintf("ingest %s: %.0f docs  %s  %.0f seqs  %.0f rejects  lag %.0f",
+		in.cfg.Kafka.Topic, m.Sum("emopipe_ingest_documents_total"), HumanBytes(int64(m.Sum("emopipe_ingest_bytes_total"))),
+		m.Sum("emopipe_ingest_sequences_total"), m.Sum("emopipe_ingest_rejects_total"), m.Sum("emopipe_ingest_lag_records"))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (in *Ingester) loadState(src string) (partitionState, bool, error) {
+	raw, err := in.st.SourceState(src)
+	if err != nil || raw == nil {
+		return partitionState{}, false, err
+	}
+	var ps partitionState
+	if err := json.Unmarshal(raw, &ps); err != nil {
+		return ps, false, fmt.Errorf("ingest: state of %s: %w", src, err)
+	}
+	return ps, true, nil
+}
+
+// partition consumes one assigned partition until the generation ends or
+// ctx is cancelled.
+func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation, a ingest.Assignment) error {
+	kc := &in.cfg.Kafka
+	src := kc.SourceName(a.Partition)
+	state, _, err := in.loadState(src)
+	if err != nil {
+		return err
+	}
+	packer, err := packing.New(in.pc)
+	if err != nil {
+		return err
+	}
+	if err := packer.UnmarshalState(state.Tail); err != nil {
+		return fmt.Errorf("ingest: %s: %w", src, err)
+	}
+	// Resume from the store's position, unless the group went further
+	// (another member owned the partition since): its commit is the proof
+	// that those records are in that member's store.
+	start := state.Next
+	if a.Committed > start {
+		start = a.Committed
+	}
+	reader, err := kc.NewPartitionReader(a.Partition, start)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+
+	both, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-gctx.Done():
+			stop()
+		case <-both.Done():
+		}
+	}()
+
+	w := &partitionWork{in: in, gen: gen, partition: a.Partition, src: src, packer: packer,
+		ps: newPackStage(in.st, packer), next: start, committed: start, ownStart: start, lastCommit: time.Now()}
+	for {
+		if in.cfg.Throttle != nil {
+			if err := in.cfg.Throttle(both); err != nil && both.Err() == nil {
+				return err
+			}
+		}
+		recs, ferr := reader.Fetch(both, in.cfg.FetchMax, 200*time.Millisecond)
+		if err := w.handle(recs); err != nil {
+			return err
+		}
+		in.m.Set("emopipe_ingest_lag_records", float64(reader.Lag()), "partition", strconv.Itoa(a.Partition))
+		if ferr != nil && both.Err() == nil {
+			in.logf("partition %d: %v (retrying)", a.Partition, ferr)
+			sleepCtx(both, time.Second)
+		}
+		stopping := both.Err() != nil
+		if stopping || w.due() {
+			landed, err := w.commit()
+			if err != nil {
+				return err
+			}
+			if !landed {
+				// The group moved on without this batch: its records belong
+				// to the partition's next owner.
+				in.logf("partition %d: offset commit refused (generation %d over); batch discarded", a.Partition, gen.ID)
+				return w.reloadAndFlush(gctx.Err() != nil && ctx.Err() == nil)
+			}
+		}
+		if stopping {
+			break
+		}
+	}
+	// Revoked (not shutting down): flush the tail so that no document of
+	// this member's waits on a partition it may never own again.
+	if gctx.Err() != nil && ctx.Err() == nil {
+		return w.flushTail()
+	}
+	return nil
+}
+
+// partitionWork is one partition's unfinished batch.
+type partitionWork struct {
+	in         *Ingester
+	gen        *ingest.Generation
+	partition  int
+	src        string
+	packer     *packing.Packer
+	ps         *packStage
+	dead       []ingest.DeadLetter
+	next       int64 // offset after the last record handled
+	committed  int64 // offset the last commit reached
+	ownStart   int64 // where this ownership began (commit metadata)
+	lastCommit time.Time
+}
+
+func (w *partitionWork) handle(recs []ingest.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	in := w.in
+	in.lastIn.Store(time.Now().UnixNano())
+	pl := strconv.Itoa(w.partition)
+	in.m.Add("emopipe_ingest_records_total", float64(len(recs)), "partition", pl)
+	docs := make([]ingest.Document, 0, len(recs))
+	for _, r := range recs {
+		doc, rej := in.cfg.Kafka.Parse(r)
+		if rej != nil {
+			w.reject(rej, r)
+			continue
+		}
+		docs = append(docs, doc)
+	}
+	texts := make([]string, len(docs))
+	for i := range docs {
+		texts[i] = string(docs[i].Text)
+	}
+	ids := in.cfg.Tokenizer.EncodeBatch(texts)
+	before := len(w.ps.batch.Sequences)
+	for i := range docs {
+		d := &docs[i]
+		reason, detail, err := w.ps.check(d)
+		if err != nil {
+			return err
+		}
+		if reason != "" {
+			w.reject(&ingest.Reject{Source: d.Source, Position: d.Position, DocKey: d.ID, Reason: reason, Detail: detail, Bytes: len(d.Text)}, ingest.Record{Value: d.Text})
+			continue
+		}
+		w.ps.accept(d, ids[i])
+		in.m.Add("emopipe_ingest_documents_total", 1)
+		in.m.Add("emopipe_ingest_bytes_total", float64(len(d.Text)))
+		in.m.Add("emopipe_ingest_tokens_total", float64(len(ids[i])))
+	}
+	in.m.Add("emopipe_ingest_sequences_total", float64(len(w.ps.batch.Sequences)-before))
+	w.next = recs[len(recs)-1].Offset + 1
+	return nil
+}
+
+func (w *partitionWork) reject(r *ingest.Reject, rec ingest.Record) {
+	w.in.m.Add("emopipe_ingest_rejects_total", 1, "reason", r.Reason)
+	if w.in.dlq != nil {
+		w.dead = append(w.dead, ingest.DeadLetter{Reject: *r, Key: rec.Key, Value: rec.Value})
+		return
+	}
+	w.ps.reject(r)
+}
+
+func (w *partitionWork) due() bool {
+	if w.next == w.committed {
+		return false
+	}
+	return w.ps.pendingSequences() >= w.in.cfg.CommitSequences || time.Since(w.lastCommit) >= w.in.cfg.CommitInterval
+}
+
+// commit runs the protocol of packing/store/stage.go for the pending
+// batch. It reports whether the batch became final.
+func (w *partitionWork) commit() (bool, error) {
+	if w.next == w.committed {
+		return true, nil
+	}
+	in := w.in
+	t0 := time.Now()
+	// A bounded context of its own: commits also run during shutdown.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if in.dlq != nil {
+		// Before the commit: dead letters are at-least-once, never lost.
+		if err := in.dlq.Send(ctx, w.dead); err != nil {
+			return false, err
+		}
+	}
+	w.dead = nil
+	tail, err := w.packer.MarshalState()
+	if err != nil {
+		return false, err
+	}
+	state, _ := json.Marshal(partitionState{Next: w.next, Tail: tail})
+	batch := w.ps.batch
+	batch.Sources = map[string][]byte{w.src: state}
+	token := fmt.Sprintf("%s/%d/%d", w.gen.MemberID, w.gen.ID, w.next)
+	blob, err := store.EncodeStaged(&batch, w.src, w.next, token)
+	if err != nil {
+		return false, err
+	}
+	if _, err := in.st.Commit(&store.Batch{Stage: map[string][]byte{w.src: blob}}); err != nil {
+		return false, err
+	}
+	meta := commitMetadata(w.ownStart, token)
+	landed := w.gen.Commit(ctx, &in.cfg.Kafka, w.partition, w.next, meta) == nil
+	if !landed {
+		if landed, err = in.landed(ctx, w.partition, w.next, token); err != nil {
+			return false, err // stays staged; resolved at the next start
+		}
+	}
+	if landed {
+		batch.Unstage = []string{w.src}
+		_, err = in.st.Commit(&batch)
+		in.m.Add("emopipe_ingest_commits_total", 1, "outcome", "final")
+	} else {
+		_, err = in.st.Commit(&store.Batch{Unstage: []string{w.src}})
+		in.m.Add("emopipe_ingest_commits_total", 1, "outcome", "discarded")
+	}
+	if err != nil {
+		return false, err
+	}
+	w.ps.batch = store.Batch{}
+	clear(w.ps.pending)
+	if landed {
+		w.committed = w.next
+	}
+	w.lastCommit = time.Now()
+	in.m.Add("emopipe_ingest_commit_seconds_total", time.Since(t0).Seconds())
+	return landed, nil
+}
+
+// reloadAndFlush restores the packer from the store after a discarded
+// batch and, if the partition was revoked, flushes its tail.
+func (w *partitionWork) reloadAndFlush(revoked bool) error {
+	st, _, err := w.in.loadState(w.src)
+	if err != nil {
+		return err
+	}
+	if err := w.packer.UnmarshalState(st.Tail); err != nil {
+		return err
+	}
+	w.committed = st.Next
+	if !revoked {
+		return nil
+	}
+	return w.flushTail()
+}
+
+func (w *partitionWork) flushTail() error {
+	seqs := w.packer.Flush()
+	if len(seqs) == 0 {
+		return nil
+	}
+	state, _ := json.Marshal(partitionState{Next: w.committed})
+	_, err := w.in.st.Commit(&store.Batch{Sequences: seqs, Sources: map[string][]byte{w.src: state}})
+	w.in.m.Add("emopipe_ingest_sequences_total", float64(len(seqs)))
+	return err
+}
+
+// commitMetadata travels with the Kafka offset commit: the offset this
+// member's ownership began at, and the commit's token.
+func commitMetadata(start int64, token string) string {
+	return fmt.Sprintf("emopipe start=%d token=%s", start, token)
+}
+
+func parseStart(meta string) (int64, bool) {
+	for _, f := range strings.Fields(meta) {
+		if v, ok := strings.CutPrefix(f, "start="); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// landed decides whether the batch ending at end with this token was
+// committed to the group. The offset alone cannot say: if another member
+// committed past end, the batch counts as landed only if that member's
+// ownership began at or after end (it did not read these records again).
+func (in *Ingester) landed(ctx context.Context, partition int, end int64, token string) (bool, error) {
+	backoff := 200 * time.Millisecond
+	for {
+		committed, meta, err := in.cfg.Kafka.CommittedOffset(ctx, partition)
+		if err == nil {
+			switch {
+			case committed < end:
+				return false, nil
+			case strings.Contains(meta, "token="+token):
+				return true, nil
+			default:
+				start, ok := parseStart(meta)
+				return ok && start >= end, nil
+			}
+		}
+		in.logf("partition %d: resolving commit: %v (retrying in %v)", partition, err, backoff)
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("ingest: partition %d: cannot learn whether offset %d was committed: %w", partition, end, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// resolveStaged finishes or discards batches a crash left staged.
+func (in *Ingester) resolveStaged(ctx context.Context) error {
+	staged, err := in.st.Staged()
+	if err != nil {
+		return err
+	}
+	prefix := "kafka:" + in.cfg.Kafka.Topic + "/"
+	for src, raw := range staged {
+		p, err := strconv.Atoi(strings.TrimPrefix(src, prefix))
+		if !strings.HasPrefix(src, prefix) || err != nil {
+			continue // another topic's; resolved by its own ingester
+		}
+		sb, err := store.DecodeStaged(raw)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		landed, err := in.landed(rctx, p, sb.End, sb.Token)
+		cancel()
+		if err != nil {
+			return err
+		}
+		b := sb.Batch
+		if !landed {
+			b = &store.Batch{}
+		}
+		b.Unstage = []string{src}
+		if _, err := in.st.Commit(b); err != nil {
+			return err
+		}
+		in.logf("partition %d: staged batch to offset %d %s after restart", p, sb.End, map[bool]string{true: "finalized", false: "discarded"}[landed])
+	}
+	return nil
+}
+
+// flushOrphanTails pads and commits the unfinished tails of partitions
+// this member no longer owns.
+func (in *Ingester) flushOrphanTails(owned map[int]bool) error {
+	srcs, err := in.st.Sources()
+	if err != nil {
+		return err
+	}
+	prefix := "kafka:" + in.cfg.Kafka.Topic + "/"
+	for src, raw := range srcs {
+		p, err := strconv.Atoi(strings.TrimPrefix(src, prefix))
+		if !strings.HasPrefix(src, prefix) || err != nil || owned[p] {
+			continue
+		}
+		var ps partitionState
+		if json.Unmarshal(raw, &ps) != nil || len(ps.Tail) == 0 {
+			continue
+		}
+		packer, err := packing.New(in.pc)
+		if err != nil {
+			return err
+		}
+		if err := packer.UnmarshalState(ps.Tail); err != nil {
+			return err
+		}
+		w := &partitionWork{in: in, src: src, packer: packer, committed: ps.Next}
+		if err := w.flushTail(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+

@@ -157,6 +157,7 @@ type Record struct {
 	Key       []byte
 	Value     []byte
 	Time      time.Time
+	Headers   map[string]string
 }
 
 // SourceName names a partition as a store source.
@@ -352,7 +353,14 @@ func (p *PartitionReader) Fetch(ctx context.Context, max int, wait time.Duration
 			}
 			return out, fmt.Errorf("kafka: fetch partition %d: %w", p.partition, err)
 		}
-		out = append(out, Record{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
+		rec := Record{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}
+		if len(m.Headers) > 0 {
+			rec.Headers = make(map[string]string, len(m.Headers))
+			for _, h := range m.Headers {
+				rec.Headers[h.Key] = string(h.Value)
+			}
+		}
+		out = append(out, rec)
 		if time.Now().After(deadline) {
 			break
 		}

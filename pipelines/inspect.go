@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/emopipe/emopipe/ingest"
 	"github.com/emopipe/emopipe/packing"
 	"github.com/emopipe/emopipe/packing/store"
 	"github.com/emopipe/emopipe/tokenize"
@@ -74,14 +75,22 @@ func Inspect(dir string, opt InspectOptions) (*InspectReport, error) {
 	}
 	for name, raw := range srcs {
 		v := SourceView{Bytes: len(raw)}
+		// Tails are large and binary: show their token count instead.
 		var fs fileState
-		if json.Unmarshal(raw, &fs) == nil {
-			fs.Tail = nil // large and binary; its size is in Bytes
+		var ps partitionState
+		switch {
+		case strings.HasPrefix(name, "files:") && json.Unmarshal(raw, &fs) == nil:
 			v.State, _ = json.Marshal(struct {
-				Files int  `json:"files"`
-				Pos   any  `json:"pos"`
-				Done  bool `json:"done"`
-			}{len(fs.Files), fs.Pos, fs.Done})
+				Files      int            `json:"files"`
+				Pos        ingest.FilePos `json:"pos"`
+				Done       bool           `json:"done"`
+				TailTokens int            `json:"tail_tokens"`
+			}{len(fs.Files), fs.Pos, fs.Done, tailTokens(r.Header, fs.Tail)})
+		case strings.HasPrefix(name, "kafka:") && json.Unmarshal(raw, &ps) == nil:
+			v.State, _ = json.Marshal(struct {
+				Next       int64 `json:"next_offset"`
+				TailTokens int   `json:"tail_tokens"`
+			}{ps.Next, tailTokens(r.Header, ps.Tail)})
 		}
 		r.Sources[name] = v
 	}
@@ -252,4 +261,12 @@ func ExportShards(storeDir, outDir string, perShard int, progress io.Writer) ([]
 	}
 	prog.Done(fmt.Sprintf("exported %d sequences to %d files in %s", total, len(files), outDir))
 	return files, nil
+}
+
+func tailTokens(h store.Header, tail []byte) int {
+	p, err := packing.New(h.PackingConfig())
+	if err != nil || p.UnmarshalState(tail) != nil {
+		return -1
+	}
+	return p.TailTokens()
 }

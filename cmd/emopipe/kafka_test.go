@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emopipe/emopipe/internal/kafkatest"
+	"github.com/emopipe/emopipe/internal/storecheck"
+	"github.com/emopipe/emopipe/tokenize"
+)
+
+// streamDoc is one document of the stream tests.
+type streamDoc struct {
+	ID     string `json:"id"`
+	Text   string `json:"text"`
+	Domain string `json:"domain"`
+}
+
+// streamDocs cuts the bundled corpus into n real documents (paragraphs,
+// joined until they are at least 200 bytes) with unique ids, and writes
+// them as JSONL chunk files of about n/chunks records each.
+func streamDocs(t *testing.T, n, chunks int) ([]streamDoc, []string) {
+	t.Helper()
+	f, err := os.Open(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, _ := gzip.NewReader(f)
+	sc := bufio.NewScanner(zr)
+	sc.Buffer(nil, 64<<20)
+	var docs []streamDoc
+	for len(docs) < n {
+		if !sc.Scan() {
+			// Wrap around with new ids: still real text, still unique keys.
+			f.Seek(0, 0)
+			zr.Reset(f)
+			sc = bufio.NewScanner(zr)
+			sc.Buffer(nil, 64<<20)
+			continue
+		}
+		var d streamDoc
+		json.Unmarshal(sc.Bytes(), &d)
+		var cur strings.Builder
+		for _, para := range strings.Split(d.Text, "\n\n") {
+			cur.WriteString(para)
+			cur.WriteString("\n\n")
+			if cur.Len() >= 200 && len(docs) < n {
+				docs = append(docs, streamDoc{ID: fmt.Sprintf("doc-%06d", len(docs)), Text: cur.String(), Domain: d.Domain})
+				cur.Reset()
+			}
+		}
+	}
+	dir := t.TempDir()
+	var files []string
+	per := (n + chunks - 1) / chunks
+	for c := 0; c*per < n; c++ {
+		path := filepath.Join(dir, fmt.Sprintf("chunk-%03d.jsonl", c))
+		var b bytes.Buffer
+		for _, d := range docs[c*per : min(n, (c+1)*per)] {
+			line, _ := json.Marshal(d)
+			b.Write(append(line, '\n'))
+		}
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, path)
+	}
+	return docs, files
+}
+
+// checkExactlyOnce asserts that the stores together hold every document
+// once with its exact tokens, and nothing else.
+func checkExactlyOnce(t *testing.T, docs []streamDoc, stores ...string) {
+	t.Helper()
+	tok, err := tokenize.Bundled("dolma2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eos, _ := tok.EOS()
+	union := map[string][]uint32{}
+	records := 0
+	for _, dir := range stores {
+		c, err := storecheck.ReadDir(dir)
+		if err != nil {
+			t.Fatalf("store %s: %v", dir, err)
+		}
+		if c.Staged != 0 {
+			t.Fatalf("store %s still holds %d staged batches", dir, c.Staged)
+		}
+		for k, v := range c.Tokens {
+			if _, dup := union[k]; dup {
+				t.Fatalf("document %s is in two stores", k)
+			}
+			union[k] = v
+		}
+		records += len(c.Records)
+		for k := range c.Records {
+			if _, ok := c.Tokens[k]; !ok {
+				t.Fatalf("store %s records document %s but holds none of its tokens", dir, k)
+			}
+		}
+	}
+	if len(union) != len(docs) || records != len(docs) {
+		t.Fatalf("stores hold %d documents (%d records), want %d", len(union), records, len(docs))
+	}
+	texts := make([]string, len(docs))
+	for i, d := range docs {
+		texts[i] = d.Text
+	}
+	ids := tok.EncodeBatch(texts)
+	for i, d := range docs {
+		want := append(ids[i], eos)
+		if !reflect.DeepEqual(union[d.ID], want) {
+			t.Fatalf("document %s: stored tokens differ from its encoding (%d vs %d)", d.ID, len(union[d.ID]), len(want))
+		}
+	}
+}
+
+// ingester is an `emopipe ingest` process.
+type ingester struct {
+	cmd  *exec.Cmd
+	done chan error
+	out  *bytes.Buffer
+}
+
+func startIngest(t *testing.T, brokers, topic, group, store string, extra ...string) *ingester {
+	t.Helper()
+	args := append([]string{"ingest", "--brokers", brokers, "--topic", topic, "--group", group, "--store", store,
+		"--seq-len", "256", "--session-timeout", "6s", "--commit-interval", "300ms", "--quiet"}, extra...)
+	cmd := exec.Command(binary, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	in := &ingester{cmd: cmd, done: make(chan error, 1), out: &out}
+	go func() { in.done <- cmd.Wait() }()
+	return in
+}
+
+func (in *ingester) kill() {
+	in.cmd.Process.Signal(syscall.SIGKILL)
+	<-in.done
+}
+
+func (in *ingester) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-in.done:
+		if err != nil {
+			t.Fatalf("ingest failed: %v\n%s", err, in.out.String())
+		}
+	case <-time.After(5 * time.Minute):
+		in.kill()
+		t.Fatalf("ingest did not finish:\n%s", in.out.String())
+	}
+}
+
+// produceAll runs `emopipe produce` for each chunk, in order, in the
+// background; the returned wait reports the first failure.
+func produceAll(t *testing.T, brokers, topic string, files []string, pause time.Duration) func() error {
+	var wg sync.WaitGroup
+	var perr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, f := range files {
+			out, err := exec.Command(binary, "produce", "--brokers", brokers, "--topic", topic, "--compression", "zstd", "--quiet", f).CombinedOutput()
+			if err != nil {
+				perr = fmt.Errorf("produce %s: %v\n%s", f, err, out)
+				return
+			}
+			time.Sleep(pause)
+		}
+	}()
+	return func() error { wg.Wait(); return perr }
+}
+
+// 20,000 documents stream in while the ingester is killed with SIGKILL at
+// 20+ random moments and restarted: afterwards every document is in the
+// store exactly once with its exact tokens, and nothing else is.
+func TestIngestSurvivesKill9(t *testing.T) {
+	brokers := strings.Join(kafkatest.Shared(t), ",")
+	docs, files := streamDocs(t, 20000, 40)
+	topic := "kill9"
+	kafkatest.CreateTopic(t, strings.Split(brokers, ","), topic, 4)
+	store := filepath.Join(t.TempDir(), "store")
+	waitProduce := produceAll(t, brokers, topic, files, 150*time.Millisecond)
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	kills := 0
+	for kills < 20 {
+		in := startIngest(t, brokers, topic, "kill9", store)
+		// Kill between 0.3 s and 8 s in: during start-up, rebalances,
+		// fetches and commits alike.
+		select {
+		case err := <-in.done:
+			t.Fatalf("ingest exited early: %v\n%s", err, in.out.String())
+		case <-time.After(300*time.Millisecond + time.Duration(rng.Int64N(int64(8*time.Second)))):
+			in.kill()
+			kills++
+		}
+	}
+	if err := waitProduce(); err != nil {
+		t.Fatal(err)
+	}
+	// Catch up and stop once the topic is drained.
+	in := startIngest(t, brokers, topic, "kill9", store, "--idle-exit", "12s")
+	in.wait(t)
+	checkExactlyOnce(t, docs, store)
+	t.Logf("%d documents exactly once after %d SIGKILLs", len(docs), kills)
+}
+
+// Two ingesters share a group, one store each; one is killed mid-run and
+// later restarted (which resolves what it had staged). Together the
+// stores hold every document exactly once.
+func TestTwoIngestersOneKilled(t *testing.T) {
+	brokers := strings.Join(kafkatest.Shared(t), ",")
+	docs, files := streamDocs(t, 8000, 16)
+	topic := "pair"
+	kafkatest.CreateTopic(t, strings.Split(brokers, ","), topic, 6)
+	storeA := filepath.Join(t.TempDir(), "a")
+	storeB := filepath.Join(t.TempDir(), "b")
+	waitProduce := produceAll(t, brokers, topic, files, 200*time.Millisecond)
+	a := startIngest(t, brokers, topic, "pair", storeA)
+	b := startIngest(t, brokers, topic, "pair", storeB, "--idle-exit", "20s")
+	time.Sleep(4 * time.Second)
+	a.kill()
+	if err := waitProduce(); err != nil {
+		t.Fatal(err)
+	}
+	b.wait(t)
+	a = startIngest(t, brokers, topic, "pair", storeA, "--idle-exit", "10s")
+	a.wait(t)
+	checkExactlyOnce(t, docs, storeA, storeB)
+	ca, _ := storecheck.ReadDir(storeA)
+	cb, _ := storecheck.ReadDir(storeB)
+	if len(ca.Records) == 0 || len(cb.Records) == 0 {
+		t.Fatalf("one ingester got nothing (%d / %d): the test did not split the work", len(ca.Records), len(cb.Records))
+	}
+	t.Logf("store A %d docs, store B %d docs", len(ca.Records), len(cb.Records))
+}
+
+// The broker is restarted mid-stream: the ingester waits, resumes, and
+// loses and duplicates nothing.
+func TestIngestBrokerRestart(t *testing.T) {
+	inst := kafkatest.Start(t)
+	brokers := inst.Addr()
+	docs, files := streamDocs(t, 6000, 12)
+	topic := "restart"
+	kafkatest.CreateTopic(t, inst.Brokers(), topic, 3)
+	store := filepath.Join(t.TempDir(), "store")
+	if err := produceAll(t, brokers, topic, files[:6], 0)(); err != nil {
+		t.Fatal(err)
+	}
+	in := startIngest(t, brokers, topic, "restart", store, "--idle-exit", "60s")
+	time.Sleep(3 * time.Second)
+	inst.Restart(t)
+	if err := produceAll(t, brokers, topic, files[6:], 100*time.Millisecond)(); err != nil {
+		t.Fatal(err)
+	}
+	in.wait(t)
+	checkExactlyOnce(t, docs, store)
+}

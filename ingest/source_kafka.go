@@ -454,13 +454,16 @@ type DLQ struct {
 	w *kafka.Writer
 }
 
-// NewDLQ writes to topic on the same cluster.
-func (c *KafkaConfig) NewDLQ(topic string) (*DLQ, error) {
+// NewDLQ writes to topic on the same cluster, creating it if needed.
+func (c *KafkaConfig) NewDLQ(ctx context.Context, topic string) (*DLQ, error) {
+	if err := c.CreateTopic(ctx, topic, 1); err != nil {
+		return nil, err
+	}
 	w, err := c.Writer(topic, "")
 	if err != nil {
 		return nil, err
 	}
-	w.AllowAutoTopicCreation = true
+	w.MaxAttempts = 3
 	return &DLQ{w: w}, nil
 }
 
@@ -483,10 +486,7 @@ func (d *DLQ) Send(ctx context.Context, letters []DeadLetter) error {
 			"emopipe-source": l.Reject.Source, "emopipe-position": l.Reject.Position, "emopipe-doc": l.Reject.DocKey,
 		})
 	}
-	if err := d.w.WriteMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("kafka: dead-letter topic %s: %w", d.w.Topic, err)
-	}
-	return nil
+	return writeRetrying(ctx, d.w, msgs)
 }
 
 // Close flushes and closes. Idempotent.
@@ -526,9 +526,15 @@ func (p *Producer) Write(ctx context.Context, keys, values [][]byte) error {
 			msgs[i].Key = keys[i]
 		}
 	}
+	return writeRetrying(ctx, p.w, msgs)
+}
+
+// writeRetrying retries until every message is acknowledged, resending
+// only the ones that failed, or until ctx ends.
+func writeRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) error {
 	backoff := 200 * time.Millisecond
 	for len(msgs) > 0 {
-		err := p.w.WriteMessages(ctx, msgs...)
+		err := w.WriteMessages(ctx, msgs...)
 		if err == nil {
 			return nil
 		}
@@ -542,12 +548,9 @@ func (p *Producer) Write(ctx context.Context, keys, values [][]byte) error {
 			}
 			msgs = retry
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("kafka: produce to %s: %w", p.w.Topic, err)
-		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kafka: produce to %s: %w", p.w.Topic, ctx.Err())
+			return fmt.Errorf("kafka: write to %s: %w (last error: %v)", w.Topic, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)

@@ -91,6 +91,8 @@ type Ingester struct {
 	dlq    *ingest.DLQ
 	m      *Metrics
 	lastIn atomic.Int64 // unix nanos of the last record read
+	// pending holds keys accepted by any partition but not yet final.
+	pending *keySet
 }
 
 // Ingest opens the store and runs an ingester until ctx is cancelled (or
@@ -127,9 +129,11 @@ func NewIngester(st *store.Store, cfg IngestConfig) (*Ingester, error) {
 	if h := HeaderFor(cfg.Tokenizer, pc); h.TokenizerFingerprint != st.Header().TokenizerFingerprint || h.SeqLen != st.Header().SeqLen || h.Mode != st.Header().Mode {
 		return nil, fmt.Errorf("ingest: %w: the store was made with another tokenizer or packing", store.ErrHeaderMismatch)
 	}
-	in := &Ingester{cfg: cfg, st: st, pc: pc, m: cfg.Metrics}
+	in := &Ingester{cfg: cfg, st: st, pc: pc, m: cfg.Metrics, pending: newKeySet()}
 	if cfg.DLQTopic != "" {
-		d, err := cfg.Kafka.NewDLQ(cfg.DLQTopic)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		d, err := cfg.Kafka.NewDLQ(ctx, cfg.DLQTopic)
+		cancel()
 		if err != nil {
 			return nil, err
 		}
@@ -311,7 +315,7 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 	}()
 
 	w := &partitionWork{in: in, gen: gen, partition: a.Partition, src: src, packer: packer,
-		ps: newPackStage(in.st, packer), next: start, committed: start, ownStart: start, lastCommit: time.Now()}
+		ps: newPackStage(in.st, packer, in.pending), next: start, committed: start, ownStart: start, lastCommit: time.Now()}
 	for {
 		if in.cfg.Throttle != nil {
 			if err := in.cfg.Throttle(both); err != nil && both.Err() == nil {
@@ -376,6 +380,7 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 	pl := strconv.Itoa(w.partition)
 	in.m.Add("emopipe_ingest_records_total", float64(len(recs)), "partition", pl)
 	docs := make([]ingest.Document, 0, len(recs))
+	origin := make([]ingest.Record, 0, len(recs)) // the record of each doc, for dead letters
 	for _, r := range recs {
 		doc, rej := in.cfg.Kafka.Parse(r)
 		if rej != nil {
@@ -383,6 +388,7 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 			continue
 		}
 		docs = append(docs, doc)
+		origin = append(origin, r)
 	}
 	texts := make([]string, len(docs))
 	for i := range docs {
@@ -397,7 +403,7 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 			return err
 		}
 		if reason != "" {
-			w.reject(&ingest.Reject{Source: d.Source, Position: d.Position, DocKey: d.ID, Reason: reason, Detail: detail, Bytes: len(d.Text)}, ingest.Record{Value: d.Text})
+			w.reject(&ingest.Reject{Source: d.Source, Position: d.Position, DocKey: d.ID, Reason: reason, Detail: detail, Bytes: len(d.Text)}, origin[i])
 			continue
 		}
 		w.ps.accept(d, ids[i])
@@ -477,8 +483,7 @@ func (w *partitionWork) commit() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	w.ps.batch = store.Batch{}
-	clear(w.ps.pending)
+	w.ps.reset()
 	if landed {
 		w.committed = w.next
 	}

@@ -157,7 +157,7 @@ func Pack(ctx context.Context, cfg PackConfig) (PackResult, error) {
 		}
 	}()
 
-	ps := newPackStage(st, packer)
+	ps := newPackStage(st, packer, nil)
 	prog := NewProgress(cfg.Progress)
 	var done int64
 	commits := 0

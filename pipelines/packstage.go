@@ -3,6 +3,7 @@ package pipelines
 import (
 	"bytes"
 	"fmt"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/emopipe/emopipe/ingest"
@@ -84,31 +85,71 @@ func PackingFor(tok *tokenize.Tokenizer, pc packing.Config) packing.Config {
 type packStage struct {
 	st      *store.Store
 	packer  *packing.Packer
-	pending map[string]bool // doc keys accepted since the last commit
+	pending *keySet  // keys accepted but not yet committed, shared by all streams into st
+	mine    []string // this stage's keys in pending
 	batch   store.Batch
 }
 
-func newPackStage(st *store.Store, p *packing.Packer) *packStage {
-	return &packStage{st: st, packer: p, pending: map[string]bool{}}
+func newPackStage(st *store.Store, p *packing.Packer, pending *keySet) *packStage {
+	if pending == nil {
+		pending = newKeySet()
+	}
+	return &packStage{st: st, packer: p, pending: pending}
 }
 
-// check returns the reason a document cannot be accepted, or "".
+// keySet holds the document keys accepted by any stream of a store but not
+// yet committed, so that two partitions carrying the same id concurrently
+// cannot both accept it. A key leaves the set only after its commit (or
+// its batch's discard), so it is always in the set or in the store.
+type keySet struct {
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+func newKeySet() *keySet { return &keySet{keys: map[string]bool{}} }
+
+// reserve adds key unless present; it reports whether it was added.
+func (k *keySet) reserve(key string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.keys[key] {
+		return false
+	}
+	k.keys[key] = true
+	return true
+}
+
+func (k *keySet) release(keys []string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, key := range keys {
+		delete(k.keys, key)
+	}
+}
+
+// check returns the reason a document cannot be accepted, or "". A
+// document it passes is reserved: accept it next.
 func (ps *packStage) check(d *ingest.Document) (reason, detail string, err error) {
 	switch {
 	case len(bytes.TrimSpace(d.Text)) == 0:
 		return ingest.ReasonEmptyText, "no text after trimming whitespace", nil
 	case !utf8.Valid(d.Text):
 		return ingest.ReasonInvalidUTF8, "text is not valid UTF-8 (use --invalid-utf8=replace to repair)", nil
-	case ps.pending[d.ID]:
+	}
+	if !ps.pending.reserve(d.ID) {
 		return ingest.ReasonDuplicateID, "id seen earlier in this input", nil
 	}
 	dup, err := ps.st.HasDoc(d.ID)
+	if err != nil || dup {
+		ps.pending.release([]string{d.ID})
+	}
 	if err != nil {
 		return "", "", err
 	}
 	if dup {
 		return ingest.ReasonDuplicateID, "id already in the store", nil
 	}
+	ps.mine = append(ps.mine, d.ID)
 	return "", "", nil
 }
 
@@ -120,7 +161,6 @@ func (ps *packStage) reject(r *ingest.Reject) {
 
 // accept packs a checked document with its token ids.
 func (ps *packStage) accept(d *ingest.Document, ids []uint32) {
-	ps.pending[d.ID] = true
 	ps.batch.Docs = append(ps.batch.Docs, store.DocRecord{
 		Key: d.ID, Domain: d.Domain, Source: d.Source, Position: d.Position,
 		Tokens: len(ids), Bytes: len(d.Text), Time: d.Time,
@@ -134,9 +174,15 @@ func (ps *packStage) commit(source string, state []byte) error {
 	if _, err := ps.st.Commit(&ps.batch); err != nil {
 		return err
 	}
-	ps.batch = store.Batch{}
-	clear(ps.pending)
+	ps.reset()
 	return nil
+}
+
+// reset forgets the batch (committed or discarded) and releases its keys.
+func (ps *packStage) reset() {
+	ps.batch = store.Batch{}
+	ps.pending.release(ps.mine)
+	ps.mine = ps.mine[:0]
 }
 
 func (ps *packStage) pendingSequences() int { return len(ps.batch.Sequences) }

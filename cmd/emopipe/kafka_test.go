@@ -264,13 +264,16 @@ func TestIngestBrokerRestart(t *testing.T) {
 	topic := "restart"
 	kafkatest.CreateTopic(t, inst.Brokers(), topic, 3)
 	store := filepath.Join(t.TempDir(), "store")
-	if err := produceAll(t, brokers, topic, files[:6], 0)(); err != nil {
+	if err := produceAll(t, brokers, topic, files[:3], 0)(); err != nil {
 		t.Fatal(err)
 	}
 	in := startIngest(t, brokers, topic, "restart", store, "--idle-exit", "60s")
-	time.Sleep(3 * time.Second)
+	// Records keep arriving before, during (the producer retries) and
+	// after the outage.
+	waitProduce := produceAll(t, brokers, topic, files[3:], 400*time.Millisecond)
+	time.Sleep(2 * time.Second)
 	inst.Restart(t)
-	if err := produceAll(t, brokers, topic, files[6:], 100*time.Millisecond)(); err != nil {
+	if err := waitProduce(); err != nil {
 		t.Fatal(err)
 	}
 	in.wait(t)

@@ -445,7 +445,6 @@ func Message(key, value []byte, headers map[string]string) kafka.Message {
 	return m
 }
 
-
 // DLQ is a dead-letter topic: rejected records are written there, with
 // the reason and source position as headers, instead of to the store.
 // Delivery is at-least-once: a record rejected just before a crash may be

@@ -631,4 +631,3 @@ func (in *Ingester) flushOrphanTails(owned map[int]bool) error {
 	}
 	return nil
 }
-

@@ -1,0 +1,92 @@
+package model
+
+import (
+	"github.com/gomlx/compute/dtypes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/support/exceptions"
+)
+
+// logSumExp over the last axis, stable and with -inf entries allowed:
+// x [...,N] -> [...].
+func logSumExp(x *Node) *Node {
+	m := StopGradient(ReduceAndKeep(x, ReduceMax, -1)) // [...,1]
+	return Add(Squeeze(m, -1), Log(ReduceSum(Exp(Sub(x, m)), -1)))
+}
+
+// layerStats are one layer's routing statistics, per row so the
+// load-balancing loss can group rows.
+type layerStats struct {
+	counts   *Node // [B,E'] routed assignments per expert over valid tokens (no grad)
+	probSums *Node // [B,E'] Σ over valid tokens of Sc (carries the gradient)
+	rawSums  *Node // [B,E'] Σ over valid tokens of P0 (no grad; for expert selection)
+	tokens   *Node // [B] valid tokens
+	zLoss    *Node // scalar router z-loss: mean over valid tokens of logsumexp(L_masked)²
+}
+
+func newLayerStats(r Routing, valid *Node, ep int) layerStats {
+	dtype := r.Probs.DType()
+	vf := ConvertDType(valid, dtype)                     // [B,S]
+	chosen := ReduceSum(OneHot(r.Experts, ep, dtype), 2) // [B,S,E'] 0/1
+	lse := logSumExp(r.Masked)                           // [B,S]
+	return layerStats{
+		counts:   StopGradient(ReduceSum(Mul(chosen, InsertAxes(vf, -1)), 1)), // [B,E']
+		probSums: ReduceSum(Mul(r.Probs, InsertAxes(vf, -1)), 1),              // [B,E']
+		rawSums:  StopGradient(ReduceSum(Mul(r.RawProbs, InsertAxes(vf, -1)), 1)),
+		tokens:   ReduceSum(vf, 1), // [B]
+		zLoss:    Div(ReduceAllSum(Mul(Square(lse), vf)), MaxScalar(ReduceAllSum(vf), 1.0)),
+	}
+}
+
+// loadBalance is the load-balancing loss of one layer (emo-method.md §5):
+//
+//	LB = (E'/k') · Σ_i c_i·P_i / T
+//
+// with c the routed-assignment counts (no grad), P_i the mean of Sc[...,i]
+// over the tokens the loss sees, T the tokens the counts cover.
+//   - extCounts [E'] given: c = extCounts (e.g. summed over every micro-batch
+//     of an accumulated step), T = Σc/k' (every token makes k' assignments),
+//     P over this batch's valid tokens;
+//   - groupRows = 0 (or B): c, P and T over the whole batch ("global" over it);
+//   - groupRows = G: each group of G rows gets its own c, P, T (the "local"
+//     ablation) and LB is the mean over groups.
+//
+// Uniform routing gives LB = 1.
+func loadBalance(st layerStats, extCounts *Node, groupRows, ep, kp int) *Node {
+	scale := float64(ep) / float64(kp)
+	if extCounts != nil {
+		tGlobal := MaxScalar(DivScalar(ReduceAllSum(extCounts), float64(kp)), 1.0)
+		p := Div(ReduceSum(st.probSums, 0), MaxScalar(ReduceAllSum(st.tokens), 1.0)) // [E']
+		return MulScalar(Div(ReduceAllSum(Mul(StopGradient(extCounts), p)), tGlobal), scale)
+	}
+	b := st.counts.Shape().Dim(0)
+	if groupRows <= 0 || groupRows >= b {
+		groupRows = b
+	}
+	if b%groupRows != 0 {
+		exceptions.Panicf("load balancing: batch %d rows not divisible into groups of %d", b, groupRows)
+	}
+	ng := b / groupRows
+	c := ReduceSum(Reshape(st.counts, ng, groupRows, ep), 1)             // [G,E']
+	ps := ReduceSum(Reshape(st.probSums, ng, groupRows, ep), 1)          // [G,E']
+	t := MaxScalar(ReduceSum(Reshape(st.tokens, ng, groupRows), 1), 1.0) // [G]
+	p := Div(ps, InsertAxes(t, -1))                                      // [G,E'] mean Sc per group
+	lb := Div(ReduceSum(Mul(c, p), 1), t)                                // [G]
+	return MulScalar(ReduceMean(lb), scale)
+}
+
+// crossEntropy returns the mean next-token loss and the LM-head z-loss
+// (mean logsumexp(logits)²) over positions with label >= 0 and a real token.
+// logits [B,S,V], labels [B,S] int32, valid [B,S] bool.
+func crossEntropy(logits, labels, valid *Node) (ce, z *Node) {
+	g := logits.Graph()
+	v := logits.Shape().Dim(-1)
+	use := And(valid, GreaterOrEqual(labels, ScalarZero(g, labels.DType()))) // [B,S]
+	lbl := ClipScalar(ConvertDType(labels, dtypes.Int32), 0, float64(v-1))
+	lse := logSumExp(logits)                                               // [B,S]
+	picked := Squeeze(Gather(logits, rowIndexed(InsertAxes(lbl, -1))), -1) // [B,S] logit of the label
+	uf := ConvertDType(use, logits.DType())
+	n := MaxScalar(ReduceAllSum(uf), 1.0)
+	ce = Div(ReduceAllSum(Mul(Sub(lse, picked), uf)), n)
+	z = Div(ReduceAllSum(Mul(Square(lse), uf)), n)
+	return ce, z
+}

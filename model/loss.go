@@ -74,6 +74,22 @@ func loadBalance(st layerStats, extCounts *Node, groupRows, ep, kp int) *Node {
 	return MulScalar(ReduceMean(lb), scale)
 }
 
+// subsetLB rescales a loadBalance value computed over all E' routable
+// experts to the K experts an expert subset keeps (allowed [E'] bool; nil:
+// no subset). The reference balances a pruned model over its own experts,
+// scale K/k' (a sliced checkpoint has K routable experts; pruning_router.py
+// masks like Inputs.ExpertMask and slices the scores to the active experts
+// before load_balancing_loss); removed experts have c = P = 0, so only the
+// scale changes: LB·K/E'. Uniform routing over the subset then gives LB = 1,
+// as for the pruned model.
+func subsetLB(lb, allowed *Node, ep int) *Node {
+	if allowed == nil {
+		return lb
+	}
+	kept := ReduceAllSum(ConvertDType(allowed, lb.DType()))
+	return Mul(lb, DivScalar(kept, float64(ep)))
+}
+
 // crossEntropy returns the mean next-token loss and the LM-head z-loss
 // (mean logsumexp(logits)²) over positions with label >= 0 and a real token.
 // logits [B,S,V], labels [B,S] int32, valid [B,S] bool.

@@ -39,7 +39,8 @@ type Inputs struct {
 	LBCounts *Node
 	// ExpertMask keeps a subset of routable experts per layer (Config.ExpertMask);
 	// the others' logits are -inf before every softmax and top-k, which equals
-	// pruning them. nil: all experts. [L,E'] bool
+	// pruning them; the load-balancing loss is then over the kept experts
+	// (scale kept/k', subsetLB), as the pruned model's. nil: all experts. [L,E'] bool
 	ExpertMask *Node
 }
 
@@ -188,7 +189,8 @@ func Forward(s *gmodel.Scope, cfg Config, in Inputs, opts Options) Outputs {
 		h, r = block(blocks.In("%0*d", width, l), c, h, li, layer(pools), layer(mask)) // [B,S,d]
 		st := newLayerStats(r, valid, ep)
 		zs = append(zs, st.zLoss)
-		lbs = append(lbs, loadBalance(st, layer(in.LBCounts), opts.LBGroupRows, ep, c.RoutedTopK()))
+		lb := loadBalance(st, layer(in.LBCounts), opts.LBGroupRows, ep, c.RoutedTopK())
+		lbs = append(lbs, subsetLB(lb, layer(mask), ep))
 		counts = append(counts, ReduceSum(st.counts, 0))
 		tokens := MaxScalar(ReduceAllSum(st.tokens), 1.0)
 		rawProbs = append(rawProbs, Div(ReduceSum(st.rawSums, 0), tokens))
@@ -212,7 +214,10 @@ func Forward(s *gmodel.Scope, cfg Config, in Inputs, opts Options) Outputs {
 	head := s.In("lm_head")
 	hn := rmsNorm(head.In("norm"), h, c.NormEps)                                                    // [B,S,d]
 	wOut := head.VariableWithShape("w_out", shapes.Make(dtype, c.VocabSize, c.DModel)).NodeValue(g) // [V,d]
-	out.Logits = Einsum("bsd,vd->bsv", hn, wOut)                                                    // [B,S,V]
+	// Flattened to 2-D: the weight gradient then needs a 2-D transpose of
+	// dlogits, which the go backend has a fast path for (a [B,S,V] one takes
+	// its generic path, ~30% of a small-model CPU step).
+	out.Logits = Reshape(Einsum("nd,vd->nv", Reshape(hn, b*seqLen, c.DModel), wOut), b, seqLen, c.VocabSize) // [B,S,V]
 	if in.Labels != nil {
 		labels := ConvertDType(in.Labels, dtypes.Int32)
 		checkDims("labels", labels, b, seqLen)

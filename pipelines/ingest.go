@@ -90,9 +90,11 @@ type Ingester struct {
 	pc     packing.Config
 	dlq    *ingest.DLQ
 	m      *Metrics
-	lastIn atomic.Int64 // unix nanos of the last record read
+	lastIn atomic.Int64 // unix nanos of the last record read or commit made
+	busy   atomic.Int64 // partition workers handling records or committing
 	// pending holds keys accepted by any partition but not yet final.
 	pending *keySet
+	group   *ingest.Group
 }
 
 // Ingest opens the store and runs an ingester until ctx is cancelled (or
@@ -153,6 +155,11 @@ func describeIngestMetrics(m *Metrics) {
 	m.Describe("emopipe_ingest_lag_records", "gauge", "Records in the partition past the ingester.")
 	m.Describe("emopipe_ingest_commit_seconds_total", "counter", "Time spent in commits (stage, Kafka offset, finalize).")
 	m.Describe("emopipe_ingest_commits_total", "counter", "Commits, by outcome (final, discarded).")
+	m.Describe("emopipe_ingest_e2e_lag_seconds_sum", "counter", "Sum over documents of (commit time - Kafka record time).")
+	m.Describe("emopipe_ingest_e2e_lag_seconds_count", "counter", "Documents in emopipe_ingest_e2e_lag_seconds_sum.")
+	m.Describe("emopipe_ingest_e2e_lag_seconds_max", "gauge", "Largest end-to-end lag seen.")
+	m.Describe("emopipe_ingest_last_commit_unixtime", "gauge", "When the last batch became final.")
+	m.Describe("emopipe_ingest_first_record_unixtime", "gauge", "When the first record was read.")
 }
 
 // Close releases the dead-letter writer. Idempotent.
@@ -165,6 +172,12 @@ func (in *Ingester) logf(format string, a ...any) {
 // Run consumes until ctx is cancelled. Shutdown order: stop fetching,
 // commit what was read (stage, offset, finalize), leave the group.
 func (in *Ingester) Run(ctx context.Context) error {
+	group, err := ingest.JoinGroup(&in.cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer group.Close()
+	in.group = group
 	if err := in.resolveStaged(ctx); err != nil {
 		return err
 	}
@@ -180,7 +193,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case <-t.C:
-					if time.Since(time.Unix(0, in.lastIn.Load())) > in.cfg.IdleExit {
+					if in.busy.Load() == 0 && time.Since(time.Unix(0, in.lastIn.Load())) > in.cfg.IdleExit {
 						cancel(nil)
 						return
 					}
@@ -203,11 +216,6 @@ func (in *Ingester) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	group, err := ingest.JoinGroup(&in.cfg.Kafka)
-	if err != nil {
-		return err
-	}
-	defer group.Close()
 	backoff := time.Second
 	for ctx.Err() == nil {
 		gen, err := group.Next(ctx)
@@ -228,6 +236,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 			parts = append(parts, strconv.Itoa(a.Partition))
 		}
 		in.logf("generation %d: member %s owns partitions [%s]", gen.ID, gen.MemberID, strings.Join(parts, " "))
+		in.lastIn.Store(time.Now().UnixNano()) // idleness counts from the assignment, not the join
 		if err := in.flushOrphanTails(owned); err != nil {
 			cancel(err)
 			break
@@ -323,7 +332,10 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 			}
 		}
 		recs, ferr := reader.Fetch(both, in.cfg.FetchMax, 200*time.Millisecond)
-		if err := w.handle(recs); err != nil {
+		in.busy.Add(1)
+		err := w.handle(recs)
+		if err != nil {
+			in.busy.Add(-1)
 			return err
 		}
 		in.m.Set("emopipe_ingest_lag_records", float64(reader.Lag()), "partition", strconv.Itoa(a.Partition))
@@ -332,18 +344,28 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 			sleepCtx(both, time.Second)
 		}
 		stopping := both.Err() != nil
-		if stopping || w.due() {
+		// A short fetch means the partition is (nearly) caught up: commit
+		// now rather than at the interval, so a quiet stream's records are
+		// final within one fetch.
+		caughtUp := len(recs) < in.cfg.FetchMax
+		if stopping || w.due() || caughtUp && w.next != w.committed {
 			landed, err := w.commit()
 			if err != nil {
+				in.busy.Add(-1)
 				return err
 			}
 			if !landed {
 				// The group moved on without this batch: its records belong
 				// to the partition's next owner.
 				in.logf("partition %d: offset commit refused (generation %d over); batch discarded", a.Partition, gen.ID)
+				in.busy.Add(-1)
 				return w.reloadAndFlush(gctx.Err() != nil && ctx.Err() == nil)
 			}
 		}
+		if len(recs) > 0 {
+			in.lastIn.Store(time.Now().UnixNano()) // handling took time; idleness starts now
+		}
+		in.busy.Add(-1)
 		if stopping {
 			break
 		}
@@ -377,6 +399,9 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 	}
 	in := w.in
 	in.lastIn.Store(time.Now().UnixNano())
+	if in.m.Get("emopipe_ingest_first_record_unixtime") == 0 {
+		in.m.Set("emopipe_ingest_first_record_unixtime", float64(time.Now().UnixNano())/1e9)
+	}
 	pl := strconv.Itoa(w.partition)
 	in.m.Add("emopipe_ingest_records_total", float64(len(recs)), "partition", pl)
 	docs := make([]ingest.Document, 0, len(recs))
@@ -466,7 +491,7 @@ func (w *partitionWork) commit() (bool, error) {
 		return false, err
 	}
 	meta := commitMetadata(w.ownStart, token)
-	landed := w.gen.Commit(ctx, &in.cfg.Kafka, w.partition, w.next, meta) == nil
+	landed := w.gen.Commit(ctx, w.partition, w.next, meta) == nil
 	if !landed {
 		if landed, err = in.landed(ctx, w.partition, w.next, token); err != nil {
 			return false, err // stays staged; resolved at the next start
@@ -476,6 +501,19 @@ func (w *partitionWork) commit() (bool, error) {
 		batch.Unstage = []string{w.src}
 		_, err = in.st.Commit(&batch)
 		in.m.Add("emopipe_ingest_commits_total", 1, "outcome", "final")
+		// End-to-end lag: from the record's Kafka timestamp to its commit.
+		now := time.Now().UnixMilli()
+		for _, d := range batch.Docs {
+			if d.Time > 0 {
+				lag := float64(now-d.Time) / 1000
+				in.m.Add("emopipe_ingest_e2e_lag_seconds_sum", lag)
+				in.m.Add("emopipe_ingest_e2e_lag_seconds_count", 1)
+				if lag > in.m.Get("emopipe_ingest_e2e_lag_seconds_max") {
+					in.m.Set("emopipe_ingest_e2e_lag_seconds_max", lag)
+				}
+			}
+		}
+		in.m.Set("emopipe_ingest_last_commit_unixtime", float64(time.Now().UnixNano())/1e9)
 	} else {
 		_, err = in.st.Commit(&store.Batch{Unstage: []string{w.src}})
 		in.m.Add("emopipe_ingest_commits_total", 1, "outcome", "discarded")
@@ -488,6 +526,7 @@ func (w *partitionWork) commit() (bool, error) {
 		w.committed = w.next
 	}
 	w.lastCommit = time.Now()
+	in.lastIn.Store(time.Now().UnixNano()) // a slow commit is not idleness
 	in.m.Add("emopipe_ingest_commit_seconds_total", time.Since(t0).Seconds())
 	return landed, nil
 }
@@ -543,7 +582,7 @@ func parseStart(meta string) (int64, bool) {
 func (in *Ingester) landed(ctx context.Context, partition int, end int64, token string) (bool, error) {
 	backoff := 200 * time.Millisecond
 	for {
-		committed, meta, err := in.cfg.Kafka.CommittedOffset(ctx, partition)
+		committed, meta, err := in.group.CommittedOffset(ctx, partition)
 		if err == nil {
 			switch {
 			case committed < end:

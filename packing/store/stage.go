@@ -1,7 +1,8 @@
 package store
 
 import (
-	"encoding/json"
+	"bytes"
+	"encoding/gob"
 	"fmt"
 
 	"github.com/emopipe/emopipe/packing"
@@ -54,7 +55,13 @@ func EncodeStaged(b *Batch, source string, end int64, token string) ([]byte, err
 	for _, d := range b.Docs {
 		st.Docs = append(st.Docs, stagedDoc{Key: d.Key, DocRecord: d})
 	}
-	return json.Marshal(st)
+	var buf bytes.Buffer
+	// gob, not JSON: staged batches are written on every Kafka commit, and
+	// base64-in-JSON of megabytes of tokens cost more than the store write.
+	if err := gob.NewEncoder(&buf).Encode(st); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // Staged is a decoded staged batch.
@@ -68,7 +75,7 @@ type Staged struct {
 // DecodeStaged restores a staged batch.
 func DecodeStaged(raw []byte) (Staged, error) {
 	var st staged
-	if err := json.Unmarshal(raw, &st); err != nil {
+	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&st); err != nil {
 		return Staged{}, fmt.Errorf("staged batch: %w", err)
 	}
 	b := &Batch{Rejects: st.Rejects, Sources: map[string][]byte{st.Source: st.State}}

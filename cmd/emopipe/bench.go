@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/emopipe/emopipe/ingest"
+	"github.com/emopipe/emopipe/pipelines"
+)
+
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that write the tables of docs/benchmarks.md"}
+	cfg := pipelines.BenchIngestConfig{Kafka: ingest.DefaultKafkaConfig()}
+	var brokers, tokName string
+	ing := &cobra.Command{
+		Use:   "ingest --brokers H:P FILES...",
+		Short: "Ingest throughput against a real broker, as a ratio to tokenize-only throughput, and end-to-end lag",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			finishKafka(&cfg.Kafka, brokers)
+			tok, err := loadTokenizer(tokName)
+			if err != nil {
+				return err
+			}
+			cfg.Tokenizer, cfg.Inputs = tok, args
+			r, err := pipelines.BenchIngest(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), r.Markdown())
+			return nil
+		},
+	}
+	f := ing.Flags()
+	f.StringVar(&brokers, "brokers", "", "a real Kafka broker")
+	f.StringVar(&tokName, "tokenizer", "dolma2", "tokenizer")
+	f.IntVar(&cfg.SeqLen, "seq-len", 2048, "sequence length")
+	f.IntVar(&cfg.Partitions, "partitions", 4, "topic partitions")
+	f.Float64Var(&cfg.LagRate, "lag-rate", 0, "records/s of the paced lag phase (default: half the measured rate)")
+	f.IntVar(&cfg.LagSeconds, "lag-seconds", 20, "length of the paced lag phase")
+	cmd.AddCommand(ing)
+	return cmd
+}

@@ -1,0 +1,202 @@
+package pipelines
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/emopipe/emopipe/ingest"
+	"github.com/emopipe/emopipe/packing"
+	"github.com/emopipe/emopipe/tokenize"
+)
+
+// BenchIngestConfig configures BenchIngest.
+type BenchIngestConfig struct {
+	Kafka      ingest.KafkaConfig // brokers; the topic is made per run
+	Inputs     []string           // JSONL/text files: the data
+	Tokenizer  *tokenize.Tokenizer
+	SeqLen     int
+	Partitions int
+	// LagRate is the records/s of the paced phase that measures end-to-end
+	// lag (0: half the measured ingest rate); LagSeconds its length.
+	LagRate    float64
+	LagSeconds int
+	Log        io.Writer
+}
+
+// BenchIngestResult is one run's figures.
+type BenchIngestResult struct {
+	Docs, Bytes              int
+	TokenizeSeconds          float64
+	TokenizeMBps             float64
+	IngestSeconds            float64
+	IngestDocsPerSec         float64
+	IngestMBps               float64
+	Ratio                    float64 // ingest MB/s ÷ tokenize-only MB/s
+	LagRate                  float64
+	LagMeanSec, LagMaxSec    float64
+	LagDocs                  int
+	Partitions, SeqLen       int
+	Tokenizer                string
+	GOMAXPROCS, CommitMillis int
+}
+
+// BenchIngest measures, in one run on the same data: tokenize-only
+// throughput (EncodeBatch over the texts in ingest-sized batches) and the
+// sustained throughput of the whole Kafka → tokenize → pack → Badger path
+// against a real broker, then the end-to-end lag of a paced stream.
+func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult, error) {
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	files, err := ingest.ExpandPaths(cfg.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	var values [][]byte
+	var texts, domains []string
+	src := ingest.NewFileSource(files, ingest.DefaultFileConfig(), ingest.FilePos{})
+	for {
+		it, err := src.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if it.Doc != nil {
+			texts = append(texts, string(it.Doc.Text))
+			domains = append(domains, it.Doc.Domain)
+		}
+	}
+	src.Close()
+	if err := ingest.ReadRaw(files, 0, func(_ string, v []byte) error { values = append(values, v); return nil }); err != nil {
+		return nil, err
+	}
+	r := &BenchIngestResult{Docs: len(texts), Partitions: cfg.Partitions, SeqLen: cfg.SeqLen, Tokenizer: cfg.Tokenizer.Name(), CommitMillis: 1000}
+	for _, t := range texts {
+		r.Bytes += len(t)
+	}
+
+	// Tokenize only, best of 3, batches of the ingester's fetch size.
+	const batch = 2000
+	for rep := 0; rep < 3; rep++ {
+		t0 := time.Now()
+		for i := 0; i < len(texts); i += batch {
+			cfg.Tokenizer.EncodeBatch(texts[i:min(i+batch, len(texts))])
+		}
+		if s := time.Since(t0).Seconds(); r.TokenizeSeconds == 0 || s < r.TokenizeSeconds {
+			r.TokenizeSeconds = s
+		}
+	}
+	r.TokenizeMBps = float64(r.Bytes) / 1e6 / r.TokenizeSeconds
+
+	// Whole path: produce everything first, then time the ingester from
+	// its start to its last final commit.
+	kc := cfg.Kafka
+	kc.Topic = fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	kc.Group = kc.Topic
+	if err := kc.CreateTopic(ctx, kc.Topic, cfg.Partitions); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(cfg.Log, "bench: producing %d records (%s) to %s\n", len(values), HumanBytes(int64(r.Bytes)), kc.Topic)
+	p, err := kc.NewProducer(kc.Topic, "lz4")
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(values); i += 1000 {
+		if err := p.Write(ctx, nil, values[i:min(i+1000, len(values))]); err != nil {
+			return nil, err
+		}
+	}
+	p.Close()
+	dir, err := os.MkdirTemp("", "emopipe-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	pc := packing.DefaultConfig()
+	pc.SeqLen = cfg.SeqLen
+	m := NewMetrics()
+	icfg := IngestConfig{Store: filepath.Join(dir, "store"), Kafka: kc, Packing: pc, Tokenizer: cfg.Tokenizer,
+		IdleExit: 4 * time.Second, Metrics: m, Log: cfg.Log}
+	if err := Ingest(ctx, icfg); err != nil {
+		return nil, err
+	}
+	// From the first record read (group join excluded) to the last commit.
+	r.IngestSeconds = m.Get("emopipe_ingest_last_commit_unixtime") - m.Get("emopipe_ingest_first_record_unixtime")
+	if got := int(m.Sum("emopipe_ingest_documents_total")); got != len(texts) {
+		return nil, fmt.Errorf("bench: ingested %d documents of %d", got, len(texts))
+	}
+	r.IngestDocsPerSec = float64(len(texts)) / r.IngestSeconds
+	r.IngestMBps = float64(r.Bytes) / 1e6 / r.IngestSeconds
+	r.Ratio = r.IngestMBps / r.TokenizeMBps
+
+	// Paced stream: end-to-end lag from Kafka timestamp to final commit.
+	r.LagRate = cfg.LagRate
+	if r.LagRate <= 0 {
+		r.LagRate = r.IngestDocsPerSec / 2
+	}
+	if cfg.LagSeconds <= 0 {
+		cfg.LagSeconds = 20
+	}
+	kc.Topic = kc.Topic + "-paced"
+	kc.Group = kc.Topic
+	if err := kc.CreateTopic(ctx, kc.Topic, cfg.Partitions); err != nil {
+		return nil, err
+	}
+	m = NewMetrics()
+	icfg.Kafka, icfg.Metrics, icfg.Store = kc, m, filepath.Join(dir, "paced")
+	icfg.IdleExit = 6 * time.Second
+	done := make(chan error, 1)
+	go func() { done <- Ingest(ctx, icfg) }()
+	time.Sleep(3 * time.Second) // let the member join before the clock starts
+	p, err = kc.NewProducer(kc.Topic, "lz4")
+	if err != nil {
+		return nil, err
+	}
+	tick := 100 * time.Millisecond
+	per := max(1, int(r.LagRate*tick.Seconds()))
+	sent := 0
+	for deadline := time.Now().Add(time.Duration(cfg.LagSeconds) * time.Second); time.Now().Before(deadline); {
+		t := time.Now()
+		chunk := make([][]byte, 0, per)
+		for j := 0; j < per; j++ {
+			k := (sent + j) % len(texts)
+			v, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("paced-%d", sent+j), "text": texts[k], "domain": domains[k]})
+			chunk = append(chunk, v)
+		}
+		if err := p.Write(ctx, nil, chunk); err != nil {
+			return nil, err
+		}
+		sent += per
+		time.Sleep(tick - time.Since(t))
+	}
+	p.Close()
+	if err := <-done; err != nil {
+		return nil, err
+	}
+	if n := m.Get("emopipe_ingest_e2e_lag_seconds_count"); n > 0 {
+		r.LagDocs = int(n)
+		r.LagMeanSec = m.Get("emopipe_ingest_e2e_lag_seconds_sum") / n
+		r.LagMaxSec = m.Get("emopipe_ingest_e2e_lag_seconds_max")
+	}
+	return r, nil
+}
+
+// Markdown renders the result as the table docs/benchmarks.md keeps.
+func (r *BenchIngestResult) Markdown() string {
+	return fmt.Sprintf(`| measure | value |
+|---|---:|
+| data | %d documents, %.1f MB (real corpus) |
+| tokenize only (%s, EncodeBatch, best of 3) | %.2f MB/s |
+| Kafka → tokenize → pack → Badger, %d partitions, seq_len %d | %.2f MB/s, %.0f docs/s (%.1f s) |
+| **ratio ingest / tokenize-only** (target ≥ 0.9) | **%.2f** |
+| end-to-end lag at %.0f docs/s (Kafka timestamp → final commit, %d docs) | mean %.2f s, max %.2f s |
+`, r.Docs, float64(r.Bytes)/1e6, r.Tokenizer, r.TokenizeMBps, r.Partitions, r.SeqLen, r.IngestMBps, r.IngestDocsPerSec, r.IngestSeconds,
+		r.Ratio, r.LagRate, r.LagDocs, r.LagMeanSec, r.LagMaxSec)
+}

@@ -329,7 +329,7 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64) (*Partitio
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: c.Brokers, Topic: c.Topic, Partition: partition, Dialer: c.Dialer(),
 		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
-		QueueCapacity: 4096, // read ahead while the previous batch is tokenised
+		QueueCapacity:  4096, // read ahead while the previous batch is tokenised
 		ReadBackoffMin: 100 * time.Millisecond, ReadBackoffMax: 2 * time.Second,
 		MaxAttempts: 1 << 30, // a restarting broker is waited for, not given up on
 	})

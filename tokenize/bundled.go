@@ -21,6 +21,11 @@ type bundledSpec struct {
 	file     string
 	pre      preKind
 	specials []AddedToken
+	// ranks, when set, keeps only the first ranks merges: BPE stopped
+	// early is still exact BPE (HF tokenizers given the same truncated
+	// merge list produces the same ids), with a vocabulary small enough
+	// for CPU-sized models.
+	ranks int
 }
 
 func bundledSpecs(name string) (bundledSpec, bool) {
@@ -40,18 +45,27 @@ func bundledSpecs(name string) (bundledSpec, bool) {
 		return bundledSpec{file: "r50k_base.tiktoken", pre: preGPT2, specials: []AddedToken{
 			special(50256, "<|endoftext|>"),
 		}}, true
+	case "dolma2-8k":
+		// dolma2's pre-tokenizer and first 8192 cl100k ranks, EOS and PAD
+		// right after: vocabulary 8194, for tiny models on CPU (the LM head
+		// of a 100k vocabulary dominates a tiny model's step).
+		return bundledSpec{file: "cl100k_base.tiktoken", pre: preCL100K, ranks: 8192, specials: []AddedToken{
+			special(8192, "<|endoftext|>"),
+			special(8193, "<|pad|>"),
+		}}, true
 	}
 	return bundledSpec{}, false
 }
 
 // BundledNames lists the names Bundled accepts, default first.
-func BundledNames() []string { return []string{"dolma2", "gpt2"} }
+func BundledNames() []string { return []string{"dolma2", "gpt2", "dolma2-8k"} }
 
 // bundled builds each tokenizer once per process; Tokenizer is immutable, so sharing
 // it is safe.
 var bundled = map[string]func() (*Tokenizer, error){
-	"dolma2": sync.OnceValues(func() (*Tokenizer, error) { return buildBundled("dolma2") }),
-	"gpt2":   sync.OnceValues(func() (*Tokenizer, error) { return buildBundled("gpt2") }),
+	"dolma2":    sync.OnceValues(func() (*Tokenizer, error) { return buildBundled("dolma2") }),
+	"gpt2":      sync.OnceValues(func() (*Tokenizer, error) { return buildBundled("gpt2") }),
+	"dolma2-8k": sync.OnceValues(func() (*Tokenizer, error) { return buildBundled("dolma2-8k") }),
 }
 
 // Bundled returns a tokenizer that ships with the binary: "dolma2" (the default, also
@@ -77,6 +91,9 @@ func buildBundled(name string) (*Tokenizer, error) {
 	ranks, err := parseTiktoken(data)
 	if err != nil {
 		return nil, fmt.Errorf("tokenize: bundled %s: %s: %w", name, spec.file, err)
+	}
+	if spec.ranks > 0 {
+		ranks = ranks[:spec.ranks]
 	}
 	m, err := newModelFromRanks(ranks, spec.specials)
 	if err != nil {

@@ -416,7 +416,7 @@ def build_documents():
 
 # ---------------------------------------------------------------- references
 
-def tiktoken_encoding(kind, specials):
+def tiktoken_encoding(kind, specials, max_rank=None):
     loader = gomodcache_dir("github.com/pkoukk/tiktoken-go-loader@v0.0.2") / "assets"
     fname, pat = {"gpt2": ("r50k_base.tiktoken", R50K_TIKTOKEN_PAT),
                   "cl100k": ("cl100k_base.tiktoken", CL100K_TIKTOKEN_PAT)}[kind]
@@ -424,7 +424,8 @@ def tiktoken_encoding(kind, specials):
     for line in (loader / fname).read_bytes().splitlines():
         if line:
             tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
+            if max_rank is None or int(rank) < max_rank:
+                ranks[base64.b64decode(tok)] = int(rank)
     return tiktoken.Encoding(name=f"offline-{kind}", pat_str=pat, mergeable_ranks=ranks, special_tokens=specials)
 
 
@@ -449,7 +450,7 @@ def export_bundled(tmp):
     env = dict(GO_ENV, EMOPIPE_TOKENIZE_EXPORT=tmp)
     subprocess.run(["go", "test", "./tokenize/", "-run", "^TestExportBundled$", "-count=1"], cwd=ROOT,
                    env=env, check=True, capture_output=True)
-    return {name: (Path(tmp) / f"{name}.json").read_text(encoding="utf-8") for name in ("dolma2", "gpt2")}
+    return {name: (Path(tmp) / f"{name}.json").read_text(encoding="utf-8") for name in ("dolma2", "gpt2", "dolma2-8k")}
 
 
 def compare(a, b):
@@ -495,7 +496,9 @@ def main():
                    "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
     dolma2_specials = {"<|endoftext|>": 100257, "<|pad|>": 100277}
     tt = {"gpt2": tiktoken_encoding("gpt2", eot), "cl100k": tiktoken_encoding("cl100k", cl_specials),
-          "dolma2": tiktoken_encoding("cl100k", dolma2_specials)}
+          "dolma2": tiktoken_encoding("cl100k", dolma2_specials),
+          # cl100k's first 8192 ranks: BPE stopped early, for CPU-sized models.
+          "dolma2-8k": tiktoken_encoding("cl100k", {"<|endoftext|>": 8192, "<|pad|>": 8193}, max_rank=8192)}
     tt_ids = {k: [enc.encode(t, allowed_special="all") for t in texts] for k, enc in tt.items()}
 
     ids = hf_encode(inputs["gpt2"], texts)
@@ -532,7 +535,7 @@ def main():
     record("gpt2+prefix", {"name": "gpt2+prefix", "file": "gpt2.json.gz", "pre_tokenizer": d["pre_tokenizer"],
                            "round_trip": False}, ids)
 
-    for name in ("dolma2", "gpt2"):
+    for name in ("dolma2", "gpt2", "dolma2-8k"):
         js = exported[name]
         ids = hf_encode(js, texts)
         record(f"bundled-{name}", {"name": f"bundled:{name}", "bundled": name,

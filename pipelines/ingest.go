@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -95,6 +96,9 @@ type Ingester struct {
 	// pending holds keys accepted by any partition but not yet final.
 	pending *keySet
 	group   *ingest.Group
+	// encodeMu lets one partition tokenise at a time: EncodeBatch already
+	// uses every core, and interleaving partitions only thrashes caches.
+	encodeMu sync.Mutex
 }
 
 // Ingest opens the store and runs an ingester until ctx is cancelled (or
@@ -419,7 +423,9 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 	for i := range docs {
 		texts[i] = string(docs[i].Text)
 	}
+	in.encodeMu.Lock()
 	ids := in.cfg.Tokenizer.EncodeBatch(texts)
+	in.encodeMu.Unlock()
 	before := len(w.ps.batch.Sequences)
 	for i := range docs {
 		d := &docs[i]

@@ -245,7 +245,10 @@ func (p *encoderPool) put(e *encoder) {
 		e.out = nil
 	}
 	p.mu.Lock()
-	if len(p.free) < runtime.GOMAXPROCS(0) {
+	// Keep more encoders than cores: several concurrent EncodeBatch calls
+	// (one per Kafka partition) would otherwise drop most encoders, and
+	// with them their warm pretoken caches, after every batch.
+	if len(p.free) < 4*runtime.GOMAXPROCS(0) {
 		p.free = append(p.free, e)
 	}
 	p.mu.Unlock()

@@ -39,6 +39,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&cfg.Partitions, "partitions", 4, "topic partitions")
 	f.Float64Var(&cfg.LagRate, "lag-rate", 0, "records/s of the paced lag phase (default: half the measured rate)")
 	f.IntVar(&cfg.LagSeconds, "lag-seconds", 20, "length of the paced lag phase")
+	f.IntVar(&cfg.Copies, "copies", 1, "repeat the data this many times (fresh ids)")
 	cmd.AddCommand(ing)
 	return cmd
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every benchmark that docs/benchmarks.md reports, each measuring
+# emopipe against its reference in the same run, and prints the tables.
+# Needs: Python venv for HF tokenizers/tiktoken/torch (scripts/.venv, made by
+# scripts/tokenizer/bench.sh), Java + Maven for Kafka, the real corpus
+# (built into $CORPUS by scripts/corpus/build.sh if missing).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export GOTOOLCHAIN=auto GOEXPERIMENT=simd
+CORPUS=${CORPUS:-/tmp/emopipe-corpus}
+[ -f "$CORPUS/manifest.json" ] || scripts/corpus/build.sh "$CORPUS" >&2
+go build -o bin/emopipe ./cmd/emopipe
+
+echo "## Tokenizer"
+scripts/tokenizer/bench.sh >&2
+sed -n '3,$p' docs/benchmarks-tokenize.md
+
+echo "## Ingest (real Apache Kafka broker)"
+dir=$(mktemp -d)
+scripts/kafka/kafka.sh install >&2
+brokers=$(scripts/kafka/kafka.sh start --port 0 --dir "$dir" --partitions 4 | sed -n 's/^KAFKA_BROKERS=//p')
+trap 'scripts/kafka/kafka.sh stop --dir "$dir" >/dev/null 2>&1; rm -rf "$dir"' EXIT
+bin/emopipe bench ingest --brokers "$brokers" "$CORPUS"/*.jsonl
+
+if [ -x scripts/bench_train/bench.sh ]; then
+  echo "## Trainer"
+  scripts/bench_train/bench.sh
+fi

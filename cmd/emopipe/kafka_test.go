@@ -196,7 +196,7 @@ func produceAll(t *testing.T, brokers, topic string, files []string, pause time.
 func TestIngestSurvivesKill9(t *testing.T) {
 	brokers := strings.Join(kafkatest.Shared(t), ",")
 	docs, files := streamDocs(t, 20000, 40)
-	topic := "kill9"
+	topic := uniqueName("kill9")
 	kafkatest.CreateTopic(t, strings.Split(brokers, ","), topic, 4)
 	store := filepath.Join(t.TempDir(), "store")
 	waitProduce := produceAll(t, brokers, topic, files, 150*time.Millisecond)
@@ -204,7 +204,7 @@ func TestIngestSurvivesKill9(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	kills := 0
 	for kills < 20 {
-		in := startIngest(t, brokers, topic, "kill9", store)
+		in := startIngest(t, brokers, topic, topic, store)
 		// Kill between 0.3 s and 8 s in: during start-up, rebalances,
 		// fetches and commits alike.
 		select {
@@ -219,7 +219,7 @@ func TestIngestSurvivesKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Catch up and stop once the topic is drained.
-	in := startIngest(t, brokers, topic, "kill9", store, "--idle-exit", "12s")
+	in := startIngest(t, brokers, topic, topic, store, "--idle-exit", "12s")
 	in.wait(t)
 	checkExactlyOnce(t, docs, store)
 	t.Logf("%d documents exactly once after %d SIGKILLs", len(docs), kills)
@@ -231,20 +231,20 @@ func TestIngestSurvivesKill9(t *testing.T) {
 func TestTwoIngestersOneKilled(t *testing.T) {
 	brokers := strings.Join(kafkatest.Shared(t), ",")
 	docs, files := streamDocs(t, 8000, 16)
-	topic := "pair"
+	topic := uniqueName("pair")
 	kafkatest.CreateTopic(t, strings.Split(brokers, ","), topic, 6)
 	storeA := filepath.Join(t.TempDir(), "a")
 	storeB := filepath.Join(t.TempDir(), "b")
 	waitProduce := produceAll(t, brokers, topic, files, 200*time.Millisecond)
-	a := startIngest(t, brokers, topic, "pair", storeA)
-	b := startIngest(t, brokers, topic, "pair", storeB, "--idle-exit", "20s")
+	a := startIngest(t, brokers, topic, topic, storeA)
+	b := startIngest(t, brokers, topic, topic, storeB, "--idle-exit", "20s")
 	time.Sleep(4 * time.Second)
 	a.kill()
 	if err := waitProduce(); err != nil {
 		t.Fatal(err)
 	}
 	b.wait(t)
-	a = startIngest(t, brokers, topic, "pair", storeA, "--idle-exit", "10s")
+	a = startIngest(t, brokers, topic, topic, storeA, "--idle-exit", "10s")
 	a.wait(t)
 	checkExactlyOnce(t, docs, storeA, storeB)
 	ca, _ := storecheck.ReadDir(storeA)
@@ -261,13 +261,13 @@ func TestIngestBrokerRestart(t *testing.T) {
 	inst := kafkatest.Start(t)
 	brokers := inst.Addr()
 	docs, files := streamDocs(t, 6000, 12)
-	topic := "restart"
+	topic := uniqueName("restart")
 	kafkatest.CreateTopic(t, inst.Brokers(), topic, 3)
 	store := filepath.Join(t.TempDir(), "store")
 	if err := produceAll(t, brokers, topic, files[:3], 0)(); err != nil {
 		t.Fatal(err)
 	}
-	in := startIngest(t, brokers, topic, "restart", store, "--idle-exit", "60s")
+	in := startIngest(t, brokers, topic, topic, store, "--idle-exit", "60s")
 	// Records keep arriving before, during (the producer retries) and
 	// after the outage.
 	waitProduce := produceAll(t, brokers, topic, files[3:], 400*time.Millisecond)
@@ -278,4 +278,9 @@ func TestIngestBrokerRestart(t *testing.T) {
 	}
 	in.wait(t)
 	checkExactlyOnce(t, docs, store)
+}
+
+// uniqueName keeps topics and groups of reruns against one broker apart.
+func uniqueName(base string) string {
+	return fmt.Sprintf("%s-%d", base, time.Now().UnixNano())
 }

@@ -60,6 +60,9 @@ plots to DIR/train (or --report).`,
 			if res.Eval != nil {
 				out += fmt.Sprintf(", held-out loss %.4f", res.Eval.Loss)
 			}
+			if res.Interrupted {
+				out += " (interrupted and checkpointed; run the same command to resume)"
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), out)
 			return nil
 		},

@@ -214,24 +214,27 @@ func runMoECase(t *testing.T, c *moeCase, dispatch string) {
 }
 
 type modelGoldens struct {
-	Cases []struct {
-		Name   string `json:"name"`
-		Config struct {
-			VocabSize        int     `json:"vocab_size"`
-			DModel           int     `json:"d_model"`
-			NLayers          int     `json:"n_layers"`
-			NHeads           int     `json:"n_heads"`
-			NumExperts       int     `json:"num_experts"`
-			TopK             int     `json:"top_k"`
-			ExpertHidden     int     `json:"expert_hidden"`
-			Router           string  `json:"router"`
-			DocAttentionMask bool    `json:"doc_attention_mask"`
-			RoPETheta        float64 `json:"rope_theta"`
-			EOS              int32   `json:"eos"`
-		} `json:"config"`
-		Inputs  map[string]*jtensor `json:"inputs"`
-		Outputs map[string]*jtensor `json:"outputs"`
-	} `json:"cases"`
+	Cases []modelCase `json:"cases"`
+}
+
+// modelCase is one whole-model golden: config, inputs, outputs.
+type modelCase struct {
+	Name   string `json:"name"`
+	Config struct {
+		VocabSize        int     `json:"vocab_size"`
+		DModel           int     `json:"d_model"`
+		NLayers          int     `json:"n_layers"`
+		NHeads           int     `json:"n_heads"`
+		NumExperts       int     `json:"num_experts"`
+		TopK             int     `json:"top_k"`
+		ExpertHidden     int     `json:"expert_hidden"`
+		Router           string  `json:"router"`
+		DocAttentionMask bool    `json:"doc_attention_mask"`
+		RoPETheta        float64 `json:"rope_theta"`
+		EOS              int32   `json:"eos"`
+	} `json:"config"`
+	Inputs  map[string]*jtensor `json:"inputs"`
+	Outputs map[string]*jtensor `json:"outputs"`
 }
 
 // TestModelGoldens runs whole tiny models (embeddings, 2 blocks with
@@ -257,51 +260,7 @@ func TestModelGoldens(t *testing.T) {
 				docs, _ := Int32Tensor(DocumentsFromEOS(in["ids"].rows(), cc.EOS))
 				checkExact(t, "attn_segments", docs, in["attn_segments"])
 
-				store := gmodel.NewStore()
-				setVar(t, store, "/embeddings/weight", in["embeddings"].tensor())
-				setVar(t, store, "/lm_head/norm/weight", in["lm_head_norm"].tensor())
-				setVar(t, store, "/lm_head/w_out", in["lm_head"].tensor())
-				for l := range cfg.NLayers {
-					p := fmt.Sprintf("/blocks/%02d/", l)
-					get := func(n string) *tensors.Tensor { return in[fmt.Sprintf("blocks.%d.%s", l, n)].tensor() }
-					setVar(t, store, p+"attention_norm/weight", get("attention_norm"))
-					setVar(t, store, p+"feed_forward_norm/weight", get("feed_forward_norm"))
-					for _, n := range []string{"w_q", "w_k", "w_v", "w_out"} {
-						setVar(t, store, p+"attention/"+n, get(n))
-					}
-					setVar(t, store, p+"feed_forward_moe/router/weight", get("router"))
-					for _, n := range []string{"w1", "w3", "w2"} {
-						setVar(t, store, p+"feed_forward_moe/experts/"+n, get(n))
-					}
-				}
-				names := []string{"logits", "ce", "lm_head_z", "aux", "loss", "router_z", "lb", "counts"}
-				for l := range cfg.NLayers {
-					names = append(names, fmt.Sprintf("experts.%d", l), fmt.Sprintf("gates.%d", l))
-				}
-				fn := func(s *gmodel.Scope, inputs []*Node) []*Node {
-					fin := Inputs{Tokens: inputs[0], Segments: inputs[1], AttnSegments: inputs[2], Labels: inputs[3]}
-					if len(inputs) > 4 {
-						fin.PoolSizes = inputs[4]
-					}
-					o := Forward(s, cfg, fin, Options{Train: fin.PoolSizes != nil, Logits: true})
-					nodes := []*Node{o.Logits, o.CE, o.LMHeadZ, o.Aux, o.Loss, o.RouterZ, o.LB, o.Counts}
-					for _, r := range o.Layers {
-						nodes = append(nodes, r.Experts, r.Gates)
-					}
-					return nodes
-				}
-				args := []any{in["ids"].tensor(), in["segments"].tensor(), in["attn_segments"].tensor(), in["labels"].tensor()}
-				if in["pools"] != nil {
-					args = append(args, in["pools"].tensor())
-				}
-				exec, err := gmodel.NewExec(backend(t), store, fn)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var outs []*tensors.Tensor
-				if err := Try(func() { outs = exec.MustExec(args...) }); err != nil {
-					t.Fatal(err)
-				}
+				names, outs := runModelCase(t, cfg, in)
 				for i, n := range names {
 					want := c.Outputs[n]
 					switch {
@@ -314,4 +273,56 @@ func TestModelGoldens(t *testing.T) {
 			})
 		}
 	}
+}
+
+// runModelCase loads a golden case's weights into a store and runs Forward
+// on its inputs, returning the output names the goldens use and the values.
+func runModelCase(t *testing.T, cfg Config, in map[string]*jtensor) ([]string, []*tensors.Tensor) {
+	t.Helper()
+	store := gmodel.NewStore()
+	setVar(t, store, "/embeddings/weight", in["embeddings"].tensor())
+	setVar(t, store, "/lm_head/norm/weight", in["lm_head_norm"].tensor())
+	setVar(t, store, "/lm_head/w_out", in["lm_head"].tensor())
+	for l := range cfg.NLayers {
+		p := fmt.Sprintf("/blocks/%02d/", l)
+		get := func(n string) *tensors.Tensor { return in[fmt.Sprintf("blocks.%d.%s", l, n)].tensor() }
+		setVar(t, store, p+"attention_norm/weight", get("attention_norm"))
+		setVar(t, store, p+"feed_forward_norm/weight", get("feed_forward_norm"))
+		for _, n := range []string{"w_q", "w_k", "w_v", "w_out"} {
+			setVar(t, store, p+"attention/"+n, get(n))
+		}
+		setVar(t, store, p+"feed_forward_moe/router/weight", get("router"))
+		for _, n := range []string{"w1", "w3", "w2"} {
+			setVar(t, store, p+"feed_forward_moe/experts/"+n, get(n))
+		}
+	}
+	names := []string{"logits", "ce", "lm_head_z", "aux", "loss", "router_z", "lb", "counts"}
+	for l := range cfg.NLayers {
+		names = append(names, fmt.Sprintf("experts.%d", l), fmt.Sprintf("gates.%d", l))
+	}
+	fn := func(s *gmodel.Scope, inputs []*Node) []*Node {
+		fin := Inputs{Tokens: inputs[0], Segments: inputs[1], AttnSegments: inputs[2], Labels: inputs[3]}
+		if len(inputs) > 4 {
+			fin.PoolSizes = inputs[4]
+		}
+		o := Forward(s, cfg, fin, Options{Train: fin.PoolSizes != nil, Logits: true})
+		nodes := []*Node{o.Logits, o.CE, o.LMHeadZ, o.Aux, o.Loss, o.RouterZ, o.LB, o.Counts}
+		for _, r := range o.Layers {
+			nodes = append(nodes, r.Experts, r.Gates)
+		}
+		return nodes
+	}
+	args := []any{in["ids"].tensor(), in["segments"].tensor(), in["attn_segments"].tensor(), in["labels"].tensor()}
+	if in["pools"] != nil {
+		args = append(args, in["pools"].tensor())
+	}
+	exec, err := gmodel.NewExec(backend(t), store, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outs []*tensors.Tensor
+	if err := Try(func() { outs = exec.MustExec(args...) }); err != nil {
+		t.Fatal(err)
+	}
+	return names, outs
 }

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -223,51 +222,7 @@ func TestReferenceModelGoldens(t *testing.T) {
 					}
 				}
 
-				store := gmodel.NewStore()
-				setVar(t, store, "/embeddings/weight", in["embeddings"].tensor())
-				setVar(t, store, "/lm_head/norm/weight", in["lm_head_norm"].tensor())
-				setVar(t, store, "/lm_head/w_out", in["lm_head"].tensor())
-				for l := range cfg.NLayers {
-					p := fmt.Sprintf("/blocks/%02d/", l)
-					get := func(n string) *tensors.Tensor { return in[fmt.Sprintf("blocks.%d.%s", l, n)].tensor() }
-					setVar(t, store, p+"attention_norm/weight", get("attention_norm"))
-					setVar(t, store, p+"feed_forward_norm/weight", get("feed_forward_norm"))
-					for _, n := range []string{"w_q", "w_k", "w_v", "w_out"} {
-						setVar(t, store, p+"attention/"+n, get(n))
-					}
-					setVar(t, store, p+"feed_forward_moe/router/weight", get("router"))
-					for _, n := range []string{"w1", "w3", "w2"} {
-						setVar(t, store, p+"feed_forward_moe/experts/"+n, get(n))
-					}
-				}
-				names := []string{"logits", "ce", "lm_head_z", "aux", "loss", "router_z", "lb", "counts"}
-				for l := range cfg.NLayers {
-					names = append(names, fmt.Sprintf("experts.%d", l), fmt.Sprintf("gates.%d", l))
-				}
-				fn := func(s *gmodel.Scope, inputs []*Node) []*Node {
-					fin := Inputs{Tokens: inputs[0], Segments: inputs[1], AttnSegments: inputs[2], Labels: inputs[3]}
-					if len(inputs) > 4 {
-						fin.PoolSizes = inputs[4]
-					}
-					o := Forward(s, cfg, fin, Options{Train: fin.PoolSizes != nil, Logits: true})
-					nodes := []*Node{o.Logits, o.CE, o.LMHeadZ, o.Aux, o.Loss, o.RouterZ, o.LB, o.Counts}
-					for _, r := range o.Layers {
-						nodes = append(nodes, r.Experts, r.Gates)
-					}
-					return nodes
-				}
-				args := []any{in["ids"].tensor(), in["segments"].tensor(), in["attn_segments"].tensor(), in["labels"].tensor()}
-				if in["pools"] != nil {
-					args = append(args, in["pools"].tensor())
-				}
-				exec, err := gmodel.NewExec(backend(t), store, fn)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var outs []*tensors.Tensor
-				if err := Try(func() { outs = exec.MustExec(args...) }); err != nil {
-					t.Fatal(err)
-				}
+				names, outs := runModelCase(t, cfg, in)
 				if len(names) != len(c.Outputs) {
 					t.Errorf("checking %d outputs, the golden has %d", len(names), len(c.Outputs))
 				}

@@ -3,13 +3,16 @@
 package train
 
 import (
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/go-xla/compute/xla"
+	"k8s.io/klog/v2"
 )
 
 // newXLA opens a PJRT plugin given by absolute path. A missing or broken
@@ -26,6 +29,7 @@ func newXLA(opts string) (b compute.Backend, err error) {
 	} else if st.IsDir() {
 		return nil, fmt.Errorf("train: backend xla: plugin %s is a directory", plugin)
 	}
+	quietKlog()
 	defer func() {
 		if r := recover(); r != nil {
 			b, err = nil, fmt.Errorf("train: backend xla: plugin %s: %s", plugin, firstLine(fmt.Errorf("%v", r)))
@@ -36,4 +40,15 @@ func newXLA(opts string) (b compute.Backend, err error) {
 		return nil, fmt.Errorf("train: backend xla: plugin %s: %s", plugin, firstLine(err))
 	}
 	return b, nil
+}
+
+// quietKlog stops go-xla's klog warnings (a failed dlopen logs one before
+// returning its error): the error is reported once, as one line.
+func quietKlog() {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	fs.Set("logtostderr", "false")
+	fs.Set("alsologtostderr", "false")
+	fs.Set("stderrthreshold", "FATAL")
+	klog.SetOutput(io.Discard)
 }

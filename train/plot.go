@@ -59,6 +59,7 @@ func WritePlots(dir string, in PlotInputs) ([]string, error) {
 func lossPlot(path string, in PlotInputs) error {
 	p := plot.New()
 	p.Title.Text = "Loss" + titleSuffix(in.Title)
+	p.Title.Padding = vg.Points(6)
 	p.X.Label.Text = "optimizer step"
 	p.Y.Label.Text = "cross-entropy (nats/token)"
 	p.Add(plotter.NewGrid())
@@ -178,6 +179,7 @@ func loadPlot(path string, in PlotInputs) error {
 	hm.Min, hm.Max = lo, hi
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("Expert load relative to uniform (1.0), steps %d–%d%s", steps[0].Step, steps[len(steps)-1].Step, titleSuffix(in.Title))
+	p.Title.Padding = vg.Points(6)
 	p.X.Label.Text = "routable expert"
 	p.Y.Label.Text = "layer"
 	p.X.Tick.Marker = intTicks{n: ep}

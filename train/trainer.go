@@ -268,7 +268,9 @@ func (t *Trainer) History() History { return t.history.clone() }
 // Step takes one optimizer step: Batch sequences from the store in Accum
 // micro-batches (global LB counts from a forward-only pass over all of
 // them first), gradients accumulated, clipped by global norm, one AdamW
-// update.
+// update. After an error the Trainer's state is undefined (the cursor may
+// have moved, gradients may be half accumulated): close it and resume from
+// the store's last checkpoint.
 func (t *Trainer) Step(ctx context.Context) (StepMetrics, error) {
 	if err := ctx.Err(); err != nil {
 		return StepMetrics{}, err

@@ -151,6 +151,7 @@ func TestTrainOneLineErrors(t *testing.T) {
 		{append(trainArgs(filepath.Join(t.TempDir(), "x"), cfgFile, 2), "--force-new"), "no emopipe store"},
 		{append(trainArgs(dir, cfgFile, 2), "--backend", "xla:/nonexistent/pjrt_plugin.so"), "/nonexistent/pjrt_plugin.so"},
 		{append(trainArgs(dir, cfgFile, 2), "--backend", "xla:relative.so"), "absolute"},
+		{append(trainArgs(dir, cfgFile, 2), "--backend", "xla:"+cfgFile), "failed to load"}, // a file, not a plugin
 		{append(trainArgs(dir, cfgFile, 2), "--backend", "tpu"), "want go or xla"},
 		{append(trainArgs(dir, cfgFile, 2), "--accum", "3"), "multiple of accum"},
 	}

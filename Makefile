@@ -12,11 +12,17 @@ STORE ?= /tmp/emopipe-demo
 build:
 	go build -o $(BIN) ./cmd/emopipe
 
-# The main job on the bundled corpus with embedded defaults.
+# The main job on the bundled corpus with embedded defaults: pack the real
+# multi-domain sample (and its held-out split), show the store, and train a
+# tiny EMO model on the CPU for a minute; plots land in $(STORE)/train.
+# (emopipe run, the streaming version of this, is the next milestone.)
 demo: build
-	rm -rf $(STORE)
-	$(BIN) pack testdata/corpus/sample.jsonl.gz --store $(STORE) --seq-len 1024
-	$(BIN) inspect $(STORE) --seq 1 | cut -c1-400
+	rm -rf $(STORE) $(STORE)-heldout
+	$(BIN) pack testdata/corpus/sample.jsonl.gz --store $(STORE) --seq-len 129 --tokenizer dolma2-8k
+	$(BIN) pack testdata/corpus/heldout.jsonl.gz --store $(STORE)-heldout --seq-len 129 --tokenizer dolma2-8k --quiet
+	$(BIN) inspect $(STORE) --seq 1 | cut -c1-300
+	$(BIN) train --store $(STORE) --eval-store $(STORE)-heldout --preset tiny --steps 60 --eval-every 30
+	@echo "loss curve and expert load: $(STORE)/train/loss.png $(STORE)/train/expert_load.png"
 
 # All tests: unit, integration against a real Apache Kafka broker (started
 # by scripts/kafka/kafka.sh), end-to-end CLI tests.

@@ -189,36 +189,17 @@ func (in *Ingester) Run(ctx context.Context) error {
 	defer cancel(nil)
 	in.lastIn.Store(time.Now().UnixNano())
 	if in.cfg.IdleExit > 0 {
-		go func() {
-			t := time.NewTicker(100 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if in.busy.Load() == 0 && time.Since(time.Unix(0, in.lastIn.Load())) > in.cfg.IdleExit {
-						cancel(nil)
-						return
-					}
-				}
+		go every(ctx, 100*time.Millisecond, func() bool {
+			if in.busy.Load() == 0 && time.Since(time.Unix(0, in.lastIn.Load())) > in.cfg.IdleExit {
+				cancel(nil)
+				return false
 			}
-		}()
+			return true
+		})
 	}
 	prog := NewProgress(in.cfg.Progress)
 	if in.cfg.Progress != nil {
-		go func() {
-			t := time.NewTicker(250 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					prog.Update(in.progressLine)
-				}
-			}
-		}()
+		go every(ctx, 250*time.Millisecond, func() bool { prog.Update(in.progressLine); return true })
 	}
 	backoff := time.Second
 	for ctx.Err() == nil {
@@ -267,6 +248,22 @@ func (in *Ingester) progressLine() string {
 	return fmt.Sprintf("ingest %s: %.0f docs  %s  %.0f seqs  %.0f rejects  lag %.0f",
 		in.cfg.Kafka.Topic, m.Sum("emopipe_ingest_documents_total"), HumanBytes(int64(m.Sum("emopipe_ingest_bytes_total"))),
 		m.Sum("emopipe_ingest_sequences_total"), m.Sum("emopipe_ingest_rejects_total"), m.Sum("emopipe_ingest_lag_records"))
+}
+
+// every calls fn each period until ctx ends or fn returns false.
+func every(ctx context.Context, period time.Duration, fn func() bool) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !fn() {
+				return
+			}
+		}
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

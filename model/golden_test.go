@@ -105,7 +105,11 @@ func TestMoEGoldens(t *testing.T) {
 	}
 }
 
-func runMoECase(t *testing.T, c *moeCase, dispatch string) {
+// execMoECase runs one MoE layer (or block) golden case and returns the
+// names of the outputs it produced with their values. subsetScale applies
+// the reference's LB scale for a pruned expert subset (subsetLB).
+func execMoECase(t *testing.T, c *moeCase, dispatch string, subsetScale bool) ([]string, []*tensors.Tensor) {
+	t.Helper()
 	cfg := moeCaseConfig(c)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -164,6 +168,10 @@ func runMoECase(t *testing.T, c *moeCase, dispatch string) {
 			"lb_local_1row": loadBalance(st, nil, 1, ep, kp),
 			"router_z":      st.zLoss, "block_out": blockOut,
 		}
+		if subsetScale {
+			out["lb"] = subsetLB(out["lb"], allowed, ep)
+			out["lb_local_1row"] = subsetLB(out["lb_local_1row"], allowed, ep)
+		}
 		if moeOut != nil {
 			out["moe_out"] = moeOut
 		}
@@ -199,6 +207,11 @@ func runMoECase(t *testing.T, c *moeCase, dispatch string) {
 	if err := Try(func() { outs = exec.MustExec(args...) }); err != nil {
 		t.Fatal(err)
 	}
+	return names, outs
+}
+
+func runMoECase(t *testing.T, c *moeCase, dispatch string) {
+	names, outs := execMoECase(t, c, dispatch, false)
 	for i, n := range names {
 		want := c.Outputs[n]
 		if want == nil {

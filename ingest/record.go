@@ -65,6 +65,15 @@ func (f Fields) ParseJSON(line []byte, fallbackID string) (Document, *Reject) {
 	if !utf8.Valid(line) {
 		return Document{}, &Reject{DocKey: fallbackID, Reason: ReasonInvalidUTF8, Detail: fmt.Sprintf("invalid UTF-8 at byte %d of the record", invalidAt(line)), Bytes: len(line)}
 	}
+	if doc, ok := f.parseFast(line, fallbackID); ok {
+		return doc, nil
+	}
+	return f.parseGeneral(line, fallbackID)
+}
+
+// parseGeneral is ParseJSON through encoding/json: it handles every record
+// parseFast passes on and words every reject.
+func (f Fields) parseGeneral(line []byte, fallbackID string) (Document, *Reject) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(line, &m); err != nil {
 		return Document{}, &Reject{Reason: ReasonMalformedJSON, Detail: shorten(err.Error()), Bytes: len(line)}

@@ -163,8 +163,11 @@ func TestExpertMaskAndTry(t *testing.T) {
 	if _, err := c.ExpertMask([][]int{{0, 1}}); err == nil {
 		t.Error("wrong layer count accepted")
 	}
-	if _, err := c.ExpertMask([][]int{{0}, nil}); err == nil {
-		t.Error("subset smaller than k' accepted")
+	if _, err := c.ExpertMask([][]int{{}, nil}); err == nil {
+		t.Error("empty subset accepted")
+	}
+	if _, err := c.ExpertMask([][]int{{0}, nil}); err != nil { // fewer than k': pruned top_k = K (PruneConfig)
+		t.Errorf("subset smaller than k' rejected: %v", err)
 	}
 	if _, err := c.ExpertMask([][]int{{0, 15}, nil}); err == nil {
 		t.Error("the shared expert (15) accepted as routable")

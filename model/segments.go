@@ -74,7 +74,11 @@ func Int32Tensor(rows [][]int32) (*tensors.Tensor, error) {
 
 // ExpertMask builds an Inputs.ExpertMask tensor [NLayers, E'] from per-layer
 // lists of kept routable expert indices (the shared expert is always kept and
-// is not listed). A nil list keeps every expert of that layer.
+// is not listed). A nil list keeps every expert of that layer. A list may
+// keep fewer experts than k' (at least one): the extra top-k' slots then
+// pick masked experts with gate 0, which equals the pruned model with
+// top_k = K (PruneConfig), as the reference prunes; the load-balancing loss
+// of such a subset is not meaningful (do not train with it).
 func (c Config) ExpertMask(keep [][]int) (*tensors.Tensor, error) {
 	if len(keep) != c.NLayers {
 		return nil, fmt.Errorf("model: expert subset has %d layers, config has %d", len(keep), c.NLayers)
@@ -88,8 +92,8 @@ func (c Config) ExpertMask(keep [][]int) (*tensors.Tensor, error) {
 			}
 			continue
 		}
-		if len(list) < c.RoutedTopK() {
-			return nil, fmt.Errorf("model: layer %d keeps %d routable experts, fewer than k'=%d", l, len(list), c.RoutedTopK())
+		if len(list) == 0 {
+			return nil, fmt.Errorf("model: layer %d keeps no routable expert", l)
 		}
 		for _, e := range list {
 			if e < 0 || e >= ep {

@@ -76,11 +76,21 @@ var ErrCorrupt = errors.New("packing: corrupt sequence encoding")
 // count, tokens as little-endian uint32 (so a value can be copied straight
 // into a .npy shard), then the spans.
 func (s *Sequence) MarshalBinary() ([]byte, error) {
+	return s.AppendBinary(make([]byte, 0, s.BinarySize()))
+}
+
+// BinarySize bounds the length of the sequence's encoding from above, so
+// that a caller can size one buffer for many AppendBinary calls.
+func (s *Sequence) BinarySize() int {
 	n := 1 + binary.MaxVarintLen64 + 4*len(s.Tokens) + binary.MaxVarintLen64
 	for _, sp := range s.Spans {
 		n += 4*binary.MaxVarintLen64 + len(sp.DocKey) + len(sp.Domain) + 1
 	}
-	b := make([]byte, 0, n)
+	return n
+}
+
+// AppendBinary appends MarshalBinary's encoding to b.
+func (s *Sequence) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, seqFormat)
 	b = binary.AppendUvarint(b, uint64(len(s.Tokens)))
 	for _, t := range s.Tokens {

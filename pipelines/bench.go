@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/emopipe/emopipe/ingest"
@@ -40,6 +41,11 @@ type BenchIngestResult struct {
 	IngestDocsPerSec         float64
 	IngestMBps               float64
 	Ratio                    float64 // ingest MB/s ÷ tokenize-only MB/s
+	// CPU seconds of this process: the fastest tokenize-only pass, and the
+	// timed ingest (sampled every 10 ms). Their ratio is the CPU cost of
+	// everything but tokenizing, and depends less on other load than
+	// Ratio does. The broker's CPU is not included.
+	TokenizeCPU, IngestCPU float64
 	LagRate                  float64
 	LagMeanSec, LagMaxSec    float64
 	LagDocs                  int
@@ -108,17 +114,20 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	}
 	const batch = 2000
 	tokenizeOnly := func() error {
+		defer pprof.SetGoroutineLabels(ctx)
+		pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("bench", "tokenize")))
 		for rep := 0; rep < 2; rep++ {
 			tok, err := fresh()
 			if err != nil {
 				return err
 			}
-			t0 := time.Now()
+			t0, c0 := time.Now(), processCPU()
 			for i := 0; i < len(texts); i += batch {
 				tok.EncodeBatch(texts[i:min(i+batch, len(texts))])
 			}
 			if s := time.Since(t0).Seconds(); r.TokenizeSeconds == 0 || s < r.TokenizeSeconds {
 				r.TokenizeSeconds = s
+				r.TokenizeCPU = (processCPU() - c0).Seconds()
 			}
 		}
 		return nil
@@ -160,11 +169,19 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	}
 	icfg := IngestConfig{Store: filepath.Join(dir, "store"), Kafka: kc, Packing: pc, Tokenizer: itok,
 		IdleExit: 4 * time.Second, Metrics: m, Log: cfg.Log}
-	if err := Ingest(ctx, icfg); err != nil {
+	// The phases carry pprof labels, so that an EMOPIPE_CPUPROFILE of the
+	// whole benchmark splits into them (go tool pprof -tagfocus
+	// bench=ingest).
+	cpu := sampleCPU(ctx, 10*time.Millisecond)
+	pprof.Do(ctx, pprof.Labels("bench", "ingest"), func(ctx context.Context) { err = Ingest(ctx, icfg) })
+	samples := cpu()
+	if err != nil {
 		return nil, err
 	}
 	// From the first record read (group join excluded) to the last commit.
-	r.IngestSeconds = m.Get("emopipe_ingest_last_commit_unixtime") - m.Get("emopipe_ingest_first_record_unixtime")
+	first, last := m.Get("emopipe_ingest_first_record_unixtime"), m.Get("emopipe_ingest_last_commit_unixtime")
+	r.IngestSeconds = last - first
+	r.IngestCPU = (samples.at(last) - samples.at(first)).Seconds()
 	if got := int(m.Sum("emopipe_ingest_documents_total")); got != len(texts) {
 		return nil, fmt.Errorf("bench: ingested %d documents of %d", got, len(texts))
 	}
@@ -193,7 +210,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	icfg.Kafka, icfg.Metrics, icfg.Store = kc, m, filepath.Join(dir, "paced")
 	icfg.IdleExit = 6 * time.Second
 	done := make(chan error, 1)
-	go func() { done <- Ingest(ctx, icfg) }()
+	go pprof.Do(ctx, pprof.Labels("bench", "lag"), func(ctx context.Context) { done <- Ingest(ctx, icfg) })
 	time.Sleep(3 * time.Second) // let the member join before the clock starts
 	p, err = kc.NewProducer(kc.Topic, "lz4")
 	if err != nil {
@@ -228,6 +245,45 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	return r, nil
 }
 
+// cpuSamples are (unix seconds, process CPU) pairs in time order.
+type cpuSamples []struct {
+	t   float64
+	cpu time.Duration
+}
+
+// at is the process CPU at unix time t, from the last sample before it.
+func (s cpuSamples) at(t float64) time.Duration {
+	var c time.Duration
+	for _, x := range s {
+		if x.t > t {
+			break
+		}
+		c = x.cpu
+	}
+	return c
+}
+
+// sampleCPU samples the process CPU every period until the returned
+// function is called; that returns the samples.
+func sampleCPU(ctx context.Context, period time.Duration) func() cpuSamples {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan cpuSamples)
+	go func() {
+		var s cpuSamples
+		add := func() {
+			s = append(s, struct {
+				t   float64
+				cpu time.Duration
+			}{float64(time.Now().UnixNano()) / 1e9, processCPU()})
+		}
+		add()
+		every(ctx, period, func() bool { add(); return true })
+		add()
+		done <- s
+	}()
+	return func() cpuSamples { cancel(); return <-done }
+}
+
 // Markdown renders the result as the table docs/benchmarks.md keeps.
 func (r *BenchIngestResult) Markdown() string {
 	return fmt.Sprintf(`| measure | value |
@@ -236,7 +292,8 @@ func (r *BenchIngestResult) Markdown() string {
 | tokenize only (%s, EncodeBatch, cold cache, best of 4 around the ingest run) | %.2f MB/s |
 | Kafka → tokenize → pack → Badger, %d partitions, seq_len %d | %.2f MB/s, %.0f docs/s (%.1f s) |
 | **ratio ingest / tokenize-only** (target ≥ 0.9) | **%.2f** |
+| CPU-s of this process: tokenize only / ingest (ratio) | %.2f / %.2f (%.2f) |
 | end-to-end lag at %.0f docs/s (Kafka timestamp → final commit, %d docs) | mean %.2f s, max %.2f s |
 `, r.Docs, float64(r.Bytes)/1e6, r.Tokenizer, r.TokenizeMBps, r.Partitions, r.SeqLen, r.IngestMBps, r.IngestDocsPerSec, r.IngestSeconds,
-		r.Ratio, r.LagRate, r.LagDocs, r.LagMeanSec, r.LagMaxSec)
+		r.Ratio, r.TokenizeCPU, r.IngestCPU, r.TokenizeCPU/r.IngestCPU, r.LagRate, r.LagDocs, r.LagMeanSec, r.LagMaxSec)
 }

@@ -328,11 +328,20 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 		ps: newPackStage(in.st, packer, in.pending), next: start, committed: start, ownStart: start, lastCommit: time.Now()}
 	for {
 		if in.cfg.Throttle != nil {
-			if err := in.cfg.Throttle(both); err != nil && both.Err() == nil {
+			t0 := time.Now()
+			in.busy.Add(1) // a throttled ingester is held back, not idle
+			err := in.cfg.Throttle(both)
+			in.busy.Add(-1)
+			if time.Since(t0) > 10*time.Millisecond {
+				in.lastIn.Store(time.Now().UnixNano())
+			}
+			if err != nil && both.Err() == nil {
 				return err
 			}
 		}
+		tf := time.Now()
 		recs, ferr := reader.Fetch(both, in.cfg.FetchMax, 200*time.Millisecond)
+		if len(recs) > 0 { dbg("p%d fetch %d recs %v", a.Partition, len(recs), time.Since(tf)) }
 		in.busy.Add(1)
 		err := w.handle(recs)
 		if err != nil {
@@ -420,9 +429,12 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 	for i := range docs {
 		texts[i] = string(docs[i].Text)
 	}
+	dbg("p%d parsed %d", w.partition, len(docs))
 	in.encodeMu.Lock()
+	dbg("p%d tok start", w.partition)
 	ids := in.cfg.Tokenizer.EncodeBatch(texts)
 	in.encodeMu.Unlock()
+	dbg("p%d tok end", w.partition)
 	before := len(w.ps.batch.Sequences)
 	for i := range docs {
 		d := &docs[i]
@@ -486,13 +498,12 @@ func (w *partitionWork) commit() (bool, error) {
 	batch := w.ps.batch
 	batch.Sources = map[string][]byte{w.src: state}
 	token := fmt.Sprintf("%s/%d/%d", w.gen.MemberID, w.gen.ID, w.next)
-	blob, err := store.EncodeStaged(&batch, w.src, w.next, token)
+	// Encoded once: the staged value holds the final values.
+	sb, err := in.st.Stage(&batch, w.src, w.next, token)
 	if err != nil {
 		return false, err
 	}
-	if _, err := in.st.Commit(&store.Batch{Stage: map[string][]byte{w.src: blob}}); err != nil {
-		return false, err
-	}
+	dbg("p%d staged %d bytes", w.partition, sb.Size())
 	meta := commitMetadata(w.ownStart, token)
 	landed := w.gen.Commit(ctx, w.partition, w.next, meta) == nil
 	if !landed {
@@ -500,9 +511,10 @@ func (w *partitionWork) commit() (bool, error) {
 			return false, err // stays staged; resolved at the next start
 		}
 	}
+	dbg("p%d kafka commit", w.partition)
 	if landed {
-		batch.Unstage = []string{w.src}
-		_, err = in.st.Commit(&batch)
+		_, err = in.st.Finalize(sb)
+		dbg("p%d final", w.partition)
 		in.m.Add("emopipe_ingest_commits_total", 1, "outcome", "final")
 		// End-to-end lag: from the record's Kafka timestamp to its commit.
 		now := time.Now().UnixMilli()
@@ -518,7 +530,7 @@ func (w *partitionWork) commit() (bool, error) {
 		}
 		in.m.Set("emopipe_ingest_last_commit_unixtime", float64(time.Now().UnixNano())/1e9)
 	} else {
-		_, err = in.st.Commit(&store.Batch{Unstage: []string{w.src}})
+		err = in.st.Discard(w.src)
 		in.m.Add("emopipe_ingest_commits_total", 1, "outcome", "discarded")
 	}
 	if err != nil {
@@ -629,12 +641,12 @@ func (in *Ingester) resolveStaged(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		b := sb.Batch
-		if !landed {
-			b = &store.Batch{}
+		if landed {
+			_, err = in.st.Finalize(sb)
+		} else {
+			err = in.st.Discard(src)
 		}
-		b.Unstage = []string{src}
-		if _, err := in.st.Commit(b); err != nil {
+		if err != nil {
 			return err
 		}
 		in.logf("partition %d: staged batch to offset %d %s after restart", p, sb.End, map[bool]string{true: "finalized", false: "discarded"}[landed])
@@ -672,4 +684,12 @@ func (in *Ingester) flushOrphanTails(owned map[int]bool) error {
 		}
 	}
 	return nil
+}
+
+var dbgT0 = time.Now()
+
+func dbg(f string, a ...any) {
+	if os.Getenv("EMOPIPE_DBG") != "" {
+		fmt.Fprintf(os.Stderr, "%8.3f "+f+"\n", append([]any{time.Since(dbgT0).Seconds()}, a...)...)
+	}
 }

@@ -99,6 +99,26 @@ type Config struct {
 	// ForceNew starts a new run even when the store holds a run of another
 	// configuration (the old state is replaced at the first checkpoint).
 	ForceNew bool `json:"-"`
+	// InitCheckpoint starts a new run from the model weights of this
+	// checkpoint file (e.g. one `emopipe experts prune` wrote: continued
+	// training of a pruned model) instead of a random init; optimizer state
+	// starts fresh. Model must be the checkpoint's config (InitModel). Its
+	// sha256 is part of the run's settings: a resume must name the same file.
+	InitCheckpoint string `json:"-"`
+	initSHA256     string // set by withInit
+
+	// Follow trains on the store as a stream: each sequence once, in
+	// commit order, waiting (not polling) for commits when caught up, as
+	// `emopipe run` does while an ingester writes to the same store. A run
+	// started one way resumes only the same way.
+	Follow bool `json:"-"`
+	// StreamDone, when closed, tells a following trainer that the store
+	// will not grow: Run then ends when it has caught up (Result.CaughtUp).
+	StreamDone <-chan struct{} `json:"-"`
+
+	// OnStep, if set, is called after each step with its metrics (from the
+	// training goroutine; keep it short).
+	OnStep func(StepMetrics) `json:"-"`
 
 	// Progress receives a progress line (nil: none).
 	Progress io.Writer `json:"-"`
@@ -298,11 +318,14 @@ type runKey struct {
 	LBGroupRows  int          `json:"lb_group_rows,omitempty"`
 	Segments     string       `json:"segments"`
 	AttnSegments string       `json:"attn_segments,omitempty"`
+	Follow       bool         `json:"follow,omitempty"`
+	// Init is the sha256 of Config.InitCheckpoint ("" for a random init).
+	Init string `json:"init,omitempty"`
 }
 
 func (c Config) key() runKey {
 	k := runKey{Model: c.Model, Batch: c.Batch, Accum: c.Accum, Seed: c.Seed, Optim: c.Optim,
-		LB: c.LB, Segments: c.Segments, AttnSegments: c.AttnSegments}
+		LB: c.LB, Segments: c.Segments, AttnSegments: c.AttnSegments, Follow: c.Follow, Init: c.initSHA256}
 	if c.LB == LBLocal {
 		k.LBGroupRows = c.LBGroupRows
 	}

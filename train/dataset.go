@@ -1,8 +1,10 @@
 package train
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/emopipe/emopipe/model"
 	"github.com/emopipe/emopipe/packing"
@@ -27,6 +29,9 @@ type Batch struct {
 	Domains [][]string
 	// Seqs are the sequence numbers the rows came from.
 	Seqs []uint64
+	// Starts are the keys of the documents whose first token is in the
+	// batch (freshness: when a streamed document is first trained on).
+	Starts []string
 }
 
 // Rows is B.
@@ -64,7 +69,9 @@ func (b *Batch) counts() (labelled, real int) {
 // reader's (seeded shuffle, epoch after epoch), so batches are a pure
 // function of the cursor.
 type Dataset struct {
+	st       *store.Store
 	r        *store.Reader
+	waited   time.Duration
 	hdr      store.Header
 	segments string
 	attn     string
@@ -88,7 +95,7 @@ func NewDataset(st *store.Store, c store.Cursor, o DatasetOptions) (*Dataset, er
 	if o.Segments == "" {
 		o.Segments = SegmentsSpans
 	}
-	return &Dataset{r: st.NewReader(c), hdr: hdr, segments: o.Segments, attn: o.AttnSegments, domains: o.Domains}, nil
+	return &Dataset{st: st, r: st.NewReader(c), hdr: hdr, segments: o.Segments, attn: o.AttnSegments, domains: o.Domains}, nil
 }
 
 // Cursor is the position of the next batch.
@@ -97,11 +104,46 @@ func (d *Dataset) Cursor() store.Cursor { return d.r.Cursor() }
 // SeqLen is the model's sequence length S (the store's minus one).
 func (d *Dataset) SeqLen() int { return d.hdr.SeqLen - 1 }
 
+// ErrStreamEnded: a following dataset caught up with a store that will
+// not grow any more.
+var ErrStreamEnded = errors.New("train: caught up with the stream, and it has ended")
+
 // Next reads the next b sequences into a batch.
 func (d *Dataset) Next(b int) (Batch, error) {
+	return d.NextWait(context.Background(), b, nil)
+}
+
+// NextWait is Next that, on a following cursor (store.Cursor.Follow),
+// waits for the store to grow when it has caught up: until a commit adds
+// sequences (Store.Changed: no polling), ctx ends (its error), or done is
+// closed (ErrStreamEnded). A batch is read whole or not at all: on an error
+// the cursor is back where the batch began, so a checkpoint taken then
+// skips nothing.
+func (d *Dataset) NextWait(ctx context.Context, b int, done <-chan struct{}) (Batch, error) {
 	var out Batch
-	for range b {
+	start := d.r.Cursor()
+	for len(out.Tokens) < b {
+		changed := d.st.Changed() // before Next: a commit in between closes it
 		n, seq, err := d.r.Next()
+		if errors.Is(err, store.ErrCaughtUp) {
+			t0 := time.Now()
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				err = ctx.Err()
+			case <-done:
+				if d.st.NumSequences() > d.r.Cursor().Pos {
+					continue // the last commit raced with the end
+				}
+				err = ErrStreamEnded
+			}
+			d.waited += time.Since(t0)
+			if err == store.ErrCaughtUp {
+				continue
+			}
+			d.r = d.st.NewReader(start)
+			return Batch{}, err
+		}
 		if err != nil {
 			if errors.Is(err, store.ErrEmpty) {
 				return Batch{}, fmt.Errorf("train: %w", err)
@@ -111,6 +153,14 @@ func (d *Dataset) Next(b int) (Batch, error) {
 		d.appendRow(&out, n, &seq)
 	}
 	return out, nil
+}
+
+// TakeWaited returns the time NextWait spent waiting for data since the
+// last call.
+func (d *Dataset) TakeWaited() time.Duration {
+	w := d.waited
+	d.waited = 0
+	return w
 }
 
 // appendRow converts one stored sequence into a batch row.
@@ -136,6 +186,11 @@ func (d *Dataset) appendRow(out *Batch, n uint64, seq *packing.Sequence) {
 	out.Labels = append(out.Labels, lbl)
 	out.Segments = append(out.Segments, seg)
 	out.Seqs = append(out.Seqs, n)
+	for _, sp := range seq.Spans {
+		if !sp.ContinuesFromPrev {
+			out.Starts = append(out.Starts, sp.DocKey)
+		}
+	}
 	switch d.attn {
 	case SegmentsEOS:
 		a := model.DocumentsFromEOS([][]int32{tok}, eos)[0]

@@ -13,6 +13,12 @@
 //   - Dataset and Batch: store sequences → inputs, shifted labels, router
 //     segments from spans (default) or EOS as the reference, attention
 //     documents, domains.
+//   - Model and Inference (experts.go): a checkpoint loaded for inference
+//     (LoadModel; checkpoints carry their model config), expert selection
+//     from calibration text (Inference.Select), held-out loss per domain
+//     with an expert subset (Inference.Eval), pruning to a smaller
+//     checkpoint (Model.Prune, Model.Save), Compare (compare.go) and
+//     Modularity / WriteModularity (modularity.go). docs/selective-experts.md.
 //
 // One step: Batch sequences from the store cursor in Accum micro-batches;
 // with global load balancing and Accum > 1 a forward-only pass per

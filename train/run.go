@@ -17,6 +17,9 @@ type Result struct {
 	Resumed  bool `json:"resumed"`
 	// Interrupted: the context was cancelled; the last step is checkpointed.
 	Interrupted bool `json:"interrupted"`
+	// CaughtUp: a following run (Config.Follow) trained on everything the
+	// stream delivered before it ended, short of Steps.
+	CaughtUp bool `json:"caught_up,omitempty"`
 	// Last is the last step's metrics (zero if no step ran).
 	Last StepMetrics `json:"last"`
 	// Eval is the last held-out evaluation, if any.
@@ -71,6 +74,10 @@ func (t *Trainer) Run(ctx context.Context) (Result, error) {
 		m, err := t.Step(ctx)
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			res.Interrupted = true
+			break
+		}
+		if errors.Is(err, ErrStreamEnded) {
+			res.CaughtUp = true
 			break
 		}
 		if err != nil {
@@ -133,6 +140,9 @@ func (t *Trainer) Run(ctx context.Context) (Result, error) {
 	msg := fmt.Sprintf("train: step %d/%d", t.step, cfg.Steps)
 	if res.Interrupted {
 		msg += " (interrupted; run again to resume)"
+	}
+	if res.CaughtUp {
+		msg += " (trained on all the stream delivered)"
 	}
 	if res.Eval != nil {
 		msg += fmt.Sprintf(", held-out loss %.4f", res.Eval.Loss)

@@ -80,6 +80,45 @@ type StepMetrics struct {
 	PoolSize []float64 `json:"pool_size,omitempty"`
 	// LBPerLayer is the unweighted LB loss per layer. [L]
 	LBPerLayer []float64 `json:"lb_per_layer"`
+	// Seqs are the store sequences the step trained on, in batch order.
+	Seqs []uint64 `json:"seqs"`
+	// DataWait is the time the step waited for data (a following trainer
+	// that has caught up with the stream); not part of Seconds.
+	DataWait float64 `json:"data_wait,omitempty"`
+	// Fresh is the freshness of the streamed documents first trained on
+	// in this step (Config.Follow, documents with a Kafka timestamp).
+	Fresh *Freshness `json:"fresh,omitempty"`
+}
+
+// Freshness is the lag from documents' Kafka record time to the end of
+// the step that first trained on them.
+type Freshness struct {
+	Docs int `json:"docs"`
+	// MeanSeconds and MaxSeconds are over those documents.
+	MeanSeconds float64 `json:"mean_s"`
+	MaxSeconds  float64 `json:"max_s"`
+}
+
+// freshness looks up the record time of each document that starts in the
+// step's batch.
+func (t *Trainer) freshness(keys []string) *Freshness {
+	now := time.Now().UnixMilli()
+	var f Freshness
+	for _, k := range keys {
+		d, err := t.st.Doc(k)
+		if err != nil || d.Time <= 0 {
+			continue
+		}
+		lag := float64(now-d.Time) / 1000
+		f.Docs++
+		f.MeanSeconds += lag
+		f.MaxSeconds = max(f.MaxSeconds, lag)
+	}
+	if f.Docs == 0 {
+		return nil
+	}
+	f.MeanSeconds /= float64(f.Docs)
+	return &f
 }
 
 // New opens cfg.Store, and resumes the run it holds (when its settings
@@ -120,6 +159,10 @@ func NewWithStore(ctx context.Context, st *store.Store, cfg Config) (*Trainer, e
 	}
 	if err := cfg.Model.Validate(); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
+	}
+	cfg, err := cfg.withInit() // experts.go: the init checkpoint's hash joins the run key
+	if err != nil {
+		return nil, err
 	}
 	t := &Trainer{cfg: cfg, st: st, execs: map[graphKind]*gmodel.Exec{}}
 	t.ckptDir = cfg.CheckpointDir
@@ -166,8 +209,13 @@ func NewWithStore(ctx context.Context, st *store.Store, cfg Config) (*Trainer, e
 	if err := t.initVariables(); err != nil {
 		return nil, err
 	}
+	if cfg.InitCheckpoint != "" && (state == nil || cfg.ForceNew) {
+		if err := t.loadInit(); err != nil { // experts.go: start from a (pruned) checkpoint
+			return nil, err
+		}
+	}
 
-	cursor := store.Cursor{Seed: cfg.Seed, Shuffle: true}
+	cursor := store.Cursor{Seed: cfg.Seed, Shuffle: true, Follow: cfg.Follow}
 	if state != nil && !cfg.ForceNew {
 		if err := t.loadCheckpoint(state.Checkpoint); err != nil {
 			return nil, err
@@ -262,6 +310,9 @@ func (t *Trainer) StepsDone() int { return t.step }
 // Resumed reports whether New continued a run from the store.
 func (t *Trainer) Resumed() bool { return t.resumed }
 
+// Cursor is the data position of the next step.
+func (t *Trainer) Cursor() store.Cursor { return t.data.Cursor() }
+
 // History returns the losses and evaluations so far.
 func (t *Trainer) History() History { return t.history.clone() }
 
@@ -277,7 +328,8 @@ func (t *Trainer) Step(ctx context.Context) (StepMetrics, error) {
 	}
 	start := time.Now()
 	cfg := t.cfg
-	batch, err := t.data.Next(cfg.Batch)
+	batch, err := t.data.NextWait(ctx, cfg.Batch, cfg.StreamDone)
+	waited := t.data.TakeWaited()
 	if err != nil {
 		return StepMetrics{}, err
 	}
@@ -348,7 +400,12 @@ func (t *Trainer) Step(ctx context.Context) (StepMetrics, error) {
 	if !t.layout.pools {
 		sm.PoolSize = nil
 	}
-	sm.Seconds = time.Since(start).Seconds()
+	sm.Seconds = (time.Since(start) - waited).Seconds()
+	sm.DataWait = waited.Seconds()
+	sm.Seqs = batch.Seqs
+	if cfg.Follow {
+		sm.Fresh = t.freshness(batch.Starts)
+	}
 	sm.TokensPerSec = float64(totReal) / sm.Seconds
 	if peak := cfg.peakFLOPs(); peak > 0 {
 		sm.MFU = sm.TokensPerSec * cfg.Model.FLOPsPerToken(cfg.Model.SeqLen) / peak
@@ -363,6 +420,9 @@ func (t *Trainer) Step(ctx context.Context) (StepMetrics, error) {
 		}
 	}
 	t.publish(sm)
+	if cfg.OnStep != nil {
+		cfg.OnStep(sm)
+	}
 	return sm, nil
 }
 
@@ -475,7 +535,7 @@ func (t *Trainer) Checkpoint() error {
 	var n int64
 	err = writeFileAtomic(filepath.Join(t.ckptDir, name), func(w io.Writer) error {
 		var err error
-		sum, n, err = writeSafetensors(w, named, map[string]string{"format": "emopipe-train", "step": fmt.Sprint(t.step)})
+		sum, n, err = writeSafetensors(w, named, t.checkpointMeta())
 		return err
 	})
 	if err != nil {

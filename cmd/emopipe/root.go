@@ -18,7 +18,7 @@ and trains from it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newPackCmd(), newIngestCmd(), newProduceCmd(), newInspectCmd(), newExportCmd(), newTokenizerCmd(), newBenchCmd(), newTrainCmd())
+	root.AddCommand(newPackCmd(), newIngestCmd(), newProduceCmd(), newInspectCmd(), newExportCmd(), newTokenizerCmd(), newBenchCmd(), newTrainCmd(), newRunCmd(), newReportCmd(), newEvalCmd(), newExpertsCmd())
 	return root
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
 	"github.com/emopipe/emopipe/model"
@@ -41,6 +42,14 @@ plots to DIR/train (or --report).`,
 			if router != "" {
 				m.Router = strings.ToLower(router)
 			}
+			if cfg.InitCheckpoint != "" { // the model is the checkpoint's (e.g. a pruned one)
+				if configFile != "" || router != "" || cmd.Flags().Changed("preset") {
+					return fmt.Errorf("--init-checkpoint takes the model config from the checkpoint; drop --config, --preset and --router")
+				}
+				if m, err = train.InitModel(cfg.InitCheckpoint); err != nil {
+					return err
+				}
+			}
 			cfg.Model = m
 			cfg.Progress = progressOut(quiet)
 			res, err := train.Run(cmd.Context(), cfg)
@@ -69,29 +78,9 @@ plots to DIR/train (or --report).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Store, "store", "", "packed store to train from (trainer state and checkpoints are kept in it)")
-	f.StringVar(&configFile, "config", "", "model config file (YAML or JSON; see model.Config); vocab_size defaults to the store's")
-	f.StringVar(&preset, "preset", "tiny", "model preset when no --config: tiny, small or ref1b14b")
-	f.StringVar(&router, "router", "", "override the router: emo or standard")
-	f.IntVar(&cfg.Steps, "steps", cfg.Steps, "train until this many optimizer steps (a resumed run counts earlier steps)")
-	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per optimizer step")
-	f.IntVar(&cfg.Accum, "accum", cfg.Accum, "micro-batches per step (gradient accumulation; batch must divide)")
-	f.Float64Var(&cfg.Optim.LR, "lr", cfg.Optim.LR, "peak learning rate")
-	f.IntVar(&cfg.Optim.Warmup, "warmup", 0, "warmup steps (default 10% of the schedule, at most 2000)")
-	f.IntVar(&cfg.Optim.ScheduleSteps, "schedule-steps", 0, "length of the cosine schedule (default --steps; a resumed run keeps its own)")
-	f.Float64Var(&cfg.Optim.WeightDecay, "weight-decay", cfg.Optim.WeightDecay, "AdamW weight decay (not on embeddings and norm weights)")
-	f.Float64Var(&cfg.Optim.ClipNorm, "clip", cfg.Optim.ClipNorm, "global gradient-norm clip (negative: off)")
-	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of initialisation, data order and EMO pool sizes")
-	f.StringVar(&cfg.LB, "lb", cfg.LB, "load-balancing statistic: global (whole step) or local (per --lb-group-rows rows)")
-	f.IntVar(&cfg.LBGroupRows, "lb-group-rows", 0, "rows per group for --lb local (default: the micro-batch)")
-	f.StringVar(&cfg.Segments, "segments", cfg.Segments, "router documents: spans (stored document spans) or eos (the reference's EOS segmentation)")
-	f.StringVar(&cfg.Backend, "backend", cfg.Backend, "compute backend: go (CPU) or xla:/abs/path/to/pjrt_plugin.so (GPU)")
-	f.Float64Var(&cfg.PeakFLOPs, "peak-flops", 0, "hardware peak FLOP/s for the MFU estimate (default for go: NumCPU × 32 GFLOP/s)")
+	trainFlags(f, &cfg, &configFile, &preset, &router)
 	f.StringVar(&cfg.EvalStore, "eval-store", "", "held-out store for evaluation (same tokenizer and seq_len)")
-	f.IntVar(&cfg.EvalEvery, "eval-every", cfg.EvalEvery, "evaluate every N steps (and at the end)")
-	f.IntVar(&cfg.EvalSequences, "eval-sequences", 256, "held-out sequences to evaluate, evenly spaced (0: all)")
-	f.IntVar(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "checkpoint every N steps (and at the end)")
 	f.StringVar(&cfg.ReportDir, "report", "", "directory for metrics.jsonl and plots (default DIR/train)")
-	f.BoolVar(&cfg.ForceNew, "force-new", false, "start a new run even if the store holds one of another configuration")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress output")
 	return cmd
@@ -120,4 +109,30 @@ func modelConfig(file, preset string) (model.Config, error) {
 		}
 	}
 	return m, nil
+}
+
+// trainFlags binds the trainer's flags (shared by train and run).
+func trainFlags(f *pflag.FlagSet, cfg *train.Config, configFile, preset, router *string) {
+	f.StringVar(configFile, "config", "", "model config file (YAML or JSON; see model.Config); vocab_size defaults to the store's")
+	f.StringVar(preset, "preset", "tiny", "model preset when no --config: tiny, small or ref1b14b")
+	f.StringVar(router, "router", "", "override the router: emo or standard")
+	f.IntVar(&cfg.Steps, "steps", cfg.Steps, "train until this many optimizer steps (a resumed run counts earlier steps)")
+	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per optimizer step")
+	f.IntVar(&cfg.Accum, "accum", cfg.Accum, "micro-batches per step (gradient accumulation; batch must divide)")
+	f.Float64Var(&cfg.Optim.LR, "lr", cfg.Optim.LR, "peak learning rate")
+	f.IntVar(&cfg.Optim.Warmup, "warmup", 0, "warmup steps (default 10% of the schedule, at most 2000)")
+	f.IntVar(&cfg.Optim.ScheduleSteps, "schedule-steps", 0, "length of the cosine schedule (default --steps; a resumed run keeps its own)")
+	f.Float64Var(&cfg.Optim.WeightDecay, "weight-decay", cfg.Optim.WeightDecay, "AdamW weight decay (not on embeddings and norm weights)")
+	f.Float64Var(&cfg.Optim.ClipNorm, "clip", cfg.Optim.ClipNorm, "global gradient-norm clip (negative: off)")
+	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of initialisation, data order and EMO pool sizes")
+	f.StringVar(&cfg.LB, "lb", cfg.LB, "load-balancing statistic: global (whole step) or local (per --lb-group-rows rows)")
+	f.IntVar(&cfg.LBGroupRows, "lb-group-rows", 0, "rows per group for --lb local (default: the micro-batch)")
+	f.StringVar(&cfg.Segments, "segments", cfg.Segments, "router documents: spans (stored document spans) or eos (the reference's EOS segmentation)")
+	f.StringVar(&cfg.Backend, "backend", cfg.Backend, "compute backend: go (CPU) or xla:/abs/path/to/pjrt_plugin.so (GPU)")
+	f.Float64Var(&cfg.PeakFLOPs, "peak-flops", 0, "hardware peak FLOP/s for the MFU estimate (default for go: NumCPU × 32 GFLOP/s)")
+	f.IntVar(&cfg.EvalEvery, "eval-every", cfg.EvalEvery, "evaluate every N steps (and at the end)")
+	f.IntVar(&cfg.EvalSequences, "eval-sequences", 256, "held-out sequences to evaluate, evenly spaced (0: all)")
+	f.IntVar(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "checkpoint every N steps (and at the end)")
+	f.StringVar(&cfg.InitCheckpoint, "init-checkpoint", "", "start a new run from this checkpoint's weights and model config (e.g. emopipe experts prune output)")
+	f.BoolVar(&cfg.ForceNew, "force-new", false, "start a new run even if the store holds one of another configuration")
 }

@@ -13,6 +13,8 @@ var (
 	ErrNotFound = errors.New("not found in store")
 	// ErrEmpty: a reader was asked for data from a store with no sequences.
 	ErrEmpty = errors.New("store holds no sequences")
+	// ErrCaughtUp: a following reader has read every committed sequence.
+	ErrCaughtUp = errors.New("reader has caught up with the store")
 	// ErrNoStore: the directory holds no emopipe store.
 	ErrNoStore = errors.New("no emopipe store")
 )

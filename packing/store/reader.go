@@ -23,6 +23,12 @@ type Cursor struct {
 	EpochSize uint64 `json:"epoch_size"`
 	// Pos is the index of the next sequence within the pass.
 	Pos uint64 `json:"pos"`
+	// Follow reads a growing store once, in commit order, as a stream:
+	// Pos is then the number of the next sequence, and a Reader that has
+	// caught up returns ErrCaughtUp instead of starting another pass (a
+	// continuously trained model sees each streamed sequence once, and
+	// soon after it lands). Seed and Shuffle are ignored.
+	Follow bool `json:"follow,omitempty"`
 }
 
 // MarshalText / UnmarshalText make a Cursor easy to keep in a state blob.
@@ -54,8 +60,21 @@ func (s *Store) NewReader(c Cursor) *Reader {
 func (r *Reader) Cursor() Cursor { return r.cur }
 
 // Next returns the next sequence and its number. On a store without
-// sequences it returns ErrEmpty.
+// sequences it returns ErrEmpty; a following Reader (Cursor.Follow)
+// returns ErrCaughtUp when it has read every committed sequence (wait on
+// Store.Changed and call again).
 func (r *Reader) Next() (uint64, packing.Sequence, error) {
+	if r.cur.Follow {
+		if r.cur.Pos >= r.st.NumSequences() {
+			return 0, packing.Sequence{}, ErrCaughtUp
+		}
+		seq, err := r.st.Sequence(r.cur.Pos)
+		if err != nil {
+			return 0, seq, fmt.Errorf("reader at sequence %d: %w", r.cur.Pos, err)
+		}
+		r.cur.Pos++
+		return r.cur.Pos - 1, seq, nil
+	}
 	if r.cur.Pos >= r.cur.EpochSize {
 		n := r.st.NumSequences()
 		if n == 0 {

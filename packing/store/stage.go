@@ -2,7 +2,10 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/gob"
+	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/emopipe/emopipe/packing"
@@ -12,77 +15,289 @@ import (
 // cannot commit its store and its consumer-group offset atomically, so it
 // makes the group offset the commit point:
 //
-//  1. stage: write the batch under the partition's staging key (nothing
-//     visible: no sequence numbers, stats or documents yet);
+//  1. stage (Store.Stage): write the batch under the partition's staging
+//     key (nothing visible: no sequence numbers, stats or documents yet);
 //  2. commit the offset to Kafka;
-//  3. finalize: commit the batch for real and delete the staged copy in
-//     one transaction — or, if the offset commit failed, delete it.
+//  3. finalize (Store.Finalize): commit the batch for real and delete the
+//     staged copy in one transaction — or, if the offset commit failed,
+//     delete it (Store.Discard).
 //
-// After a crash, a staged batch is finalized when Kafka's committed offset
-// has reached the batch's end and discarded otherwise, so the store and
-// the group agree on every record exactly once, also when another group
-// member takes the partition over.
+// After a crash, a staged batch (Store.Staged, DecodeStaged) is finalized
+// when Kafka's committed offset has reached the batch's end and discarded
+// otherwise, so the store and the group agree on every record exactly
+// once, also when another group member takes the partition over.
+//
+// A batch is encoded once for both writes: the staged value is one buffer
+// holding the sequence and document values, and the final commit writes
+// slices of that buffer.
 
-// staged is the JSON form of a staged batch.
-type staged struct {
-	Sequences [][]byte    `json:"sequences"`
-	Docs      []stagedDoc `json:"docs"`
-	Rejects   []Reject    `json:"rejects"`
-	Source    string      `json:"source"`
-	State     []byte      `json:"state"`
+// StagedBatch is a batch of one source, encoded for staging and for its
+// final commit. It is immutable.
+type StagedBatch struct {
+	// Source is the batch's source (a topic partition).
+	Source string
 	// End is the source position the batch reaches (a Kafka offset).
-	End int64 `json:"end"`
+	End int64
 	// Token identifies the commit that makes the batch final (it travels
 	// as the Kafka offset commit's metadata).
-	Token string `json:"token"`
+	Token string
+
+	raw    []byte // the staged value
+	state  []byte // the source's resume state after the batch
+	enc    *encoded
+	seqLen int // tokens of every sequence (-1: they differ)
 }
 
-type stagedDoc struct {
-	Key string `json:"key"`
+// Sequences is the number of sequences the batch adds.
+func (sb *StagedBatch) Sequences() int { return len(sb.enc.seqs) }
+
+// Size is the staged value's length in bytes.
+func (sb *StagedBatch) Size() int { return len(sb.raw) }
+
+// The staged value, format 2:
+//
+//	magic "emostg2\n"
+//	string source, varint end, string token, bytes state
+//	uvarint n, n × (uint32 length, packing.Sequence binary)
+//	uvarint n, n × (string key, bytes DocRecord JSON)
+//	uvarint n, n × bytes Reject JSON
+//
+// where string and bytes are a uvarint length and the bytes, and uint32 is
+// little-endian (a sequence is encoded in place, then its length filled
+// in). Format 1 was gob (see decodeStagedGob); batches that a crash left in
+// that format are still read.
+const stagedMagic = "emostg2\n"
+
+// Stage validates and encodes a single-source batch (its Sources must
+// hold source's state) and writes it under source's staging key.
+func (s *Store) Stage(b *Batch, source string, end int64, token string) (*StagedBatch, error) {
+	state, ok := b.Sources[source]
+	if !ok || len(b.Sources) != 1 || len(b.State)+len(b.Stage)+len(b.Unstage) > 0 {
+		return nil, fmt.Errorf("store: stage %s: a staged batch carries the state of its one source and nothing else", source)
+	}
+	if err := s.checkSequences(b.Sequences); err != nil {
+		return nil, err
+	}
+	e := encodeBatch(b)
+	// One buffer, sized so that nothing moves: the final commit writes
+	// slices of it.
+	size := len(stagedMagic) + 6*binary.MaxVarintLen64 + len(source) + len(token) + len(state)
+	for i := range b.Sequences {
+		size += 4 + b.Sequences[i].BinarySize()
+	}
+	for i, v := range e.docs {
+		size += 2*binary.MaxVarintLen64 + len(e.docKeys[i]) + len(v)
+	}
+	for _, v := range e.rejects {
+		size += binary.MaxVarintLen64 + len(v)
+	}
+	raw := make([]byte, 0, size)
+	raw = append(raw, stagedMagic...)
+	raw = appendString(raw, source)
+	raw = binary.AppendVarint(raw, end)
+	raw = appendString(raw, token)
+	raw = appendBytes(raw, state)
+	// Sequences are encoded straight into raw, each after a fixed-size
+	// length that is filled in once the encoding is there.
+	raw = binary.AppendUvarint(raw, uint64(len(b.Sequences)))
+	for i := range b.Sequences {
+		seq := &b.Sequences[i]
+		at := len(raw)
+		raw = append(raw, 0, 0, 0, 0)
+		raw, _ = seq.AppendBinary(raw)
+		binary.LittleEndian.PutUint32(raw[at:], uint32(len(raw)-at-4))
+		e.seqs = append(e.seqs, raw[at+4:len(raw):len(raw)])
+		e.delta.addSequence(seq)
+	}
+	raw = binary.AppendUvarint(raw, uint64(len(e.docs)))
+	for i, v := range e.docs {
+		raw = appendString(raw, e.docKeys[i])
+		raw = appendBytes(raw, v)
+		e.docs[i] = raw[len(raw)-len(v) : len(raw) : len(raw)]
+	}
+	raw = binary.AppendUvarint(raw, uint64(len(e.rejects)))
+	for _, v := range e.rejects {
+		raw = appendBytes(raw, v)
+	}
+	sb := &StagedBatch{Source: source, End: end, Token: token, raw: raw, state: state, enc: e, seqLen: s.hdr.SeqLen}
+	if _, err := s.write(&encoded{delta: newDelta()}, &Batch{Stage: map[string][]byte{source: raw}}); err != nil {
+		return nil, err
+	}
+	return sb, nil
+}
+
+// Finalize commits a staged batch for real (sequences, documents,
+// rejects, the source's state) and deletes its staged copy, in one
+// transaction. It returns the number given to the batch's first sequence.
+func (s *Store) Finalize(sb *StagedBatch) (first uint64, err error) {
+	if len(sb.enc.seqs) > 0 && sb.seqLen != s.hdr.SeqLen {
+		return 0, fmt.Errorf("store: staged batch of %s: sequences of %d tokens in a store of seq_len %d", sb.Source, sb.seqLen, s.hdr.SeqLen)
+	}
+	return s.write(sb.enc, &Batch{Sources: map[string][]byte{sb.Source: sb.state}, Unstage: []string{sb.Source}})
+}
+
+// Discard deletes source's staged batch, if any.
+func (s *Store) Discard(source string) error {
+	_, err := s.write(&encoded{delta: newDelta()}, &Batch{Unstage: []string{source}})
+	return err
+}
+
+// DecodeStaged restores a staged batch from its stored value (Staged).
+func DecodeStaged(raw []byte) (*StagedBatch, error) {
+	if !bytes.HasPrefix(raw, []byte(stagedMagic)) {
+		return decodeStagedGob(raw)
+	}
+	sb := &StagedBatch{raw: raw, enc: &encoded{delta: newDelta()}}
+	r := stagedReader{b: raw[len(stagedMagic):]}
+	sb.Source = string(r.bytes())
+	sb.End = r.varint()
+	sb.Token = string(r.bytes())
+	sb.state = r.bytes()
+	n := r.count()
+	sb.seqLen = -1
+	for i := 0; i < n && r.err == nil; i++ {
+		enc := r.fixed()
+		if r.err != nil {
+			break
+		}
+		var seq packing.Sequence
+		if err := seq.UnmarshalBinary(enc); err != nil {
+			return nil, fmt.Errorf("staged batch of %s: sequence %d: %w", sb.Source, i, err)
+		}
+		if i == 0 {
+			sb.seqLen = len(seq.Tokens)
+		} else if len(seq.Tokens) != sb.seqLen {
+			sb.seqLen = -1
+		}
+		sb.enc.seqs = append(sb.enc.seqs, enc)
+		sb.enc.delta.addSequence(&seq)
+	}
+	n = r.count()
+	for i := 0; i < n && r.err == nil; i++ {
+		key, v := string(r.bytes()), r.bytes()
+		var d DocRecord
+		if err := json.Unmarshal(v, &d); err != nil {
+			return nil, fmt.Errorf("staged batch of %s: document %q: %w", sb.Source, key, err)
+		}
+		sb.enc.docKeys = append(sb.enc.docKeys, key)
+		sb.enc.docs = append(sb.enc.docs, v)
+		sb.enc.delta.addDoc(d)
+	}
+	n = r.count()
+	for i := 0; i < n && r.err == nil; i++ {
+		v := r.bytes()
+		var rj Reject
+		if err := json.Unmarshal(v, &rj); err != nil {
+			return nil, fmt.Errorf("staged batch of %s: reject %d: %w", sb.Source, i, err)
+		}
+		sb.enc.rejects = append(sb.enc.rejects, v)
+		sb.enc.delta.Rejects[rj.Reason]++
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return nil, fmt.Errorf("staged batch of %s: %w", sb.Source, errCorruptStaged)
+	}
+	return sb, nil
+}
+
+var errCorruptStaged = errors.New("corrupt staged batch")
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendBytes(b, v []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
+}
+
+type stagedReader struct {
+	b   []byte
+	err error
+}
+
+func (r *stagedReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errCorruptStaged
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *stagedReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errCorruptStaged
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a count of items that take at least one byte each.
+func (r *stagedReader) count() int {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.err = errCorruptStaged
+		return 0
+	}
+	return int(n)
+}
+
+func (r *stagedReader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.err = errCorruptStaged
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// fixed reads a uint32-length value.
+func (r *stagedReader) fixed() []byte {
+	if len(r.b) < 4 {
+		r.err = errCorruptStaged
+		return nil
+	}
+	n := binary.LittleEndian.Uint32(r.b)
+	if uint64(n) > uint64(len(r.b)-4) {
+		r.err = errCorruptStaged
+		return nil
+	}
+	v := r.b[4 : 4+n : 4+n]
+	r.b = r.b[4+n:]
+	return v
+}
+
+// Format 1: gob of this struct. Kept for batches staged by earlier
+// versions.
+type stagedGob struct {
+	Sequences [][]byte
+	Docs      []stagedGobDoc
+	Rejects   []Reject
+	Source    string
+	State     []byte
+	End       int64
+	Token     string
+}
+
+type stagedGobDoc struct {
+	Key string
 	DocRecord
 }
 
-// EncodeStaged serialises a single-source batch for staging.
-func EncodeStaged(b *Batch, source string, end int64, token string) ([]byte, error) {
-	st := staged{Rejects: b.Rejects, Source: source, State: b.Sources[source], End: end, Token: token}
-	for i := range b.Sequences {
-		enc, err := b.Sequences[i].MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		st.Sequences = append(st.Sequences, enc)
-	}
-	for _, d := range b.Docs {
-		st.Docs = append(st.Docs, stagedDoc{Key: d.Key, DocRecord: d})
-	}
-	var buf bytes.Buffer
-	// gob, not JSON: staged batches are written on every Kafka commit, and
-	// base64-in-JSON of megabytes of tokens cost more than the store write.
-	if err := gob.NewEncoder(&buf).Encode(st); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// Staged is a decoded staged batch.
-type Staged struct {
-	Batch  *Batch
-	Source string
-	End    int64
-	Token  string
-}
-
-// DecodeStaged restores a staged batch.
-func DecodeStaged(raw []byte) (Staged, error) {
-	var st staged
+func decodeStagedGob(raw []byte) (*StagedBatch, error) {
+	var st stagedGob
 	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&st); err != nil {
-		return Staged{}, fmt.Errorf("staged batch: %w", err)
+		return nil, fmt.Errorf("staged batch: %w", err)
 	}
-	b := &Batch{Rejects: st.Rejects, Sources: map[string][]byte{st.Source: st.State}}
-	for _, enc := range st.Sequences {
+	b := &Batch{Rejects: st.Rejects}
+	for i, enc := range st.Sequences {
 		var s packing.Sequence
 		if err := s.UnmarshalBinary(enc); err != nil {
-			return Staged{}, fmt.Errorf("staged batch: %w", err)
+			return nil, fmt.Errorf("staged batch of %s: sequence %d: %w", st.Source, i, err)
 		}
 		b.Sequences = append(b.Sequences, s)
 	}
@@ -91,5 +306,17 @@ func DecodeStaged(raw []byte) (Staged, error) {
 		rec.Key = d.Key
 		b.Docs = append(b.Docs, rec)
 	}
-	return Staged{Batch: b, Source: st.Source, End: st.End, Token: st.Token}, nil
+	e := encodeBatch(b)
+	sb := &StagedBatch{Source: st.Source, End: st.End, Token: st.Token, raw: raw, state: st.State, enc: e, seqLen: -1}
+	for i := range b.Sequences {
+		seq := &b.Sequences[i]
+		e.seqs = append(e.seqs, st.Sequences[i])
+		e.delta.addSequence(seq)
+		if i == 0 {
+			sb.seqLen = len(seq.Tokens)
+		} else if len(seq.Tokens) != sb.seqLen {
+			sb.seqLen = -1
+		}
+	}
+	return sb, nil
 }

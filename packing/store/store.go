@@ -289,6 +289,113 @@ func (s *Store) Changed() <-chan struct{} {
 // given to its first sequence. Either all of it is in the store afterwards,
 // or (on error, or if the process dies first) none of it.
 func (s *Store) Commit(b *Batch) (first uint64, err error) {
+	if err := s.checkSequences(b.Sequences); err != nil {
+		return 0, err
+	}
+	e := encodeBatch(b)
+	for i := range b.Sequences {
+		enc, _ := b.Sequences[i].MarshalBinary()
+		e.seqs = append(e.seqs, enc)
+		e.delta.addSequence(&b.Sequences[i])
+	}
+	return s.write(e, b)
+}
+
+// checkSequences refuses sequences that do not fit the header or whose
+// spans are out of order.
+func (s *Store) checkSequences(seqs []packing.Sequence) error {
+	for i := range seqs {
+		seq := &seqs[i]
+		if len(seq.Tokens) != s.hdr.SeqLen {
+			return fmt.Errorf("store: sequence of %d tokens in a store of seq_len %d", len(seq.Tokens), s.hdr.SeqLen)
+		}
+		if err := seq.Validate(); err != nil {
+			return fmt.Errorf("store: sequence %d of the batch: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// encoded is a batch in the form it is stored: values ready to write, and
+// what they add to the statistics.
+type encoded struct {
+	seqs    [][]byte // Sequence binary, in order
+	docKeys []string
+	docs    [][]byte // DocRecord JSON, by docKeys
+	rejects [][]byte // Reject JSON, in order
+	delta   Stats
+}
+
+func newDelta() Stats {
+	return Stats{Domains: map[string]*DomainStats{}, Rejects: map[string]uint64{}}
+}
+
+// encodeBatch encodes a batch's documents and rejects; the caller adds
+// the sequences.
+func encodeBatch(b *Batch) *encoded {
+	e := &encoded{delta: newDelta()}
+	for _, d := range b.Docs {
+		v, _ := json.Marshal(d)
+		e.docKeys = append(e.docKeys, d.Key)
+		e.docs = append(e.docs, v)
+		e.delta.addDoc(d)
+	}
+	for _, r := range b.Rejects {
+		v, _ := json.Marshal(r)
+		e.rejects = append(e.rejects, v)
+		e.delta.Rejects[r.Reason]++
+	}
+	return e
+}
+
+func (st *Stats) addSequence(seq *packing.Sequence) {
+	st.Sequences++
+	st.Padding += uint64(seq.Padding())
+	for _, sp := range seq.Spans {
+		st.Tokens += uint64(sp.Length)
+		if !sp.ContinuesFromPrev && sp.ContinuesInNext {
+			st.SplitDocs++
+		}
+	}
+}
+
+func (st *Stats) addDoc(d DocRecord) {
+	st.Docs++
+	ds := st.Domains[d.Domain]
+	if ds == nil {
+		ds = &DomainStats{}
+		st.Domains[d.Domain] = ds
+	}
+	ds.Docs++
+	ds.Tokens += uint64(d.Tokens)
+	ds.Bytes += uint64(d.Bytes)
+}
+
+// add merges a batch's delta into st.
+func (st *Stats) add(d *Stats) {
+	st.Sequences += d.Sequences
+	st.Tokens += d.Tokens
+	st.Padding += d.Padding
+	st.Docs += d.Docs
+	st.SplitDocs += d.SplitDocs
+	for k, v := range d.Domains {
+		ds := st.Domains[k]
+		if ds == nil {
+			ds = &DomainStats{}
+			st.Domains[k] = ds
+		}
+		ds.Docs += v.Docs
+		ds.Tokens += v.Tokens
+		ds.Bytes += v.Bytes
+	}
+	for k, v := range d.Rejects {
+		st.Rejects[k] += v
+	}
+}
+
+// write commits an encoded batch with the rest of b (sources, state,
+// staging) in one transaction.
+func (s *Store) write(e *encoded, b *Batch) (first uint64, err error) {
 	if s.opts.ReadOnly {
 		return 0, errors.New("store: commit on a read-only store")
 	}
@@ -296,6 +403,7 @@ func (s *Store) Commit(b *Batch) (first uint64, err error) {
 	defer s.mu.Unlock()
 	first = s.next
 	stats := s.cloneStatsLocked()
+	stats.add(&e.delta)
 	rejects := s.rejects
 
 	txn := s.db.NewTransaction(true)
@@ -305,43 +413,15 @@ func (s *Store) Commit(b *Batch) (first uint64, err error) {
 			err = txn.Set(k, v)
 		}
 	}
-	for i := range b.Sequences {
-		seq := &b.Sequences[i]
-		if len(seq.Tokens) != s.hdr.SeqLen {
-			return 0, fmt.Errorf("store: sequence of %d tokens in a store of seq_len %d", len(seq.Tokens), s.hdr.SeqLen)
-		}
-		if verr := seq.Validate(); verr != nil {
-			return 0, fmt.Errorf("store: sequence %d: %w", first+uint64(i), verr)
-		}
-		enc, _ := seq.MarshalBinary()
-		set(seqKey(first+uint64(i)), enc)
-		stats.Sequences++
-		stats.Padding += uint64(seq.Padding())
-		for _, sp := range seq.Spans {
-			stats.Tokens += uint64(sp.Length)
-			if !sp.ContinuesFromPrev && sp.ContinuesInNext {
-				stats.SplitDocs++
-			}
-		}
+	for i, v := range e.seqs {
+		set(seqKey(first+uint64(i)), v)
 	}
-	for _, d := range b.Docs {
-		v, _ := json.Marshal(d)
-		set([]byte(prefDoc+d.Key), v)
-		stats.Docs++
-		ds := stats.Domains[d.Domain]
-		if ds == nil {
-			ds = &DomainStats{}
-			stats.Domains[d.Domain] = ds
-		}
-		ds.Docs++
-		ds.Tokens += uint64(d.Tokens)
-		ds.Bytes += uint64(d.Bytes)
+	for i, v := range e.docs {
+		set([]byte(prefDoc+e.docKeys[i]), v)
 	}
-	for _, r := range b.Rejects {
-		v, _ := json.Marshal(r)
+	for _, v := range e.rejects {
 		set(rejKey(rejects), v)
 		rejects++
-		stats.Rejects[r.Reason]++
 	}
 	for _, name := range sortedKeys(b.Sources) {
 		set([]byte(prefSrc+name), b.Sources[name])
@@ -357,14 +437,17 @@ func (s *Store) Commit(b *Batch) (first uint64, err error) {
 			err = txn.Delete([]byte(prefStage + name))
 		}
 	}
-	next := first + uint64(len(b.Sequences))
-	set([]byte(keyNext), be64(next))
-	set([]byte(keyRejN), be64(rejects))
-	sv, _ := json.Marshal(stats)
-	set([]byte(keyStats), sv)
+	next := first + uint64(len(e.seqs))
+	// Staging alone changes no counter; everything else rewrites them.
+	if len(e.seqs)+len(e.docs)+len(e.rejects)+len(b.Sources)+len(b.State) > 0 {
+		set([]byte(keyNext), be64(next))
+		set([]byte(keyRejN), be64(rejects))
+		sv, _ := json.Marshal(stats)
+		set([]byte(keyStats), sv)
+	}
 	if err != nil {
 		if errors.Is(err, badger.ErrTxnTooBig) {
-			return 0, fmt.Errorf("store: batch of %d sequences and %d documents is too big for one transaction; commit smaller batches: %w", len(b.Sequences), len(b.Docs), err)
+			return 0, fmt.Errorf("store: batch of %d sequences and %d documents is too big for one transaction; commit smaller batches: %w", len(e.seqs), len(e.docs), err)
 		}
 		return 0, fmt.Errorf("store: commit: %w", err)
 	}
@@ -372,7 +455,7 @@ func (s *Store) Commit(b *Batch) (first uint64, err error) {
 		return 0, fmt.Errorf("store: commit: %w", err)
 	}
 	s.stats, s.next, s.rejects = stats, next, rejects
-	if len(b.Sequences) > 0 {
+	if len(e.seqs) > 0 {
 		close(s.notify)
 		s.notify = make(chan struct{})
 	}

@@ -274,3 +274,50 @@ func TestDigestTracksContent(t *testing.T) {
 		t.Fatal("different content, equal digests")
 	}
 }
+
+func TestFollowingReaderReadsEachSequenceOnceInCommitOrder(t *testing.T) {
+	h := testHeader()
+	st, _ := Open("", &h, Options{InMemory: true})
+	defer st.Close()
+	r := st.NewReader(Cursor{Follow: true, Seed: 3, Shuffle: true}) // Seed/Shuffle ignored
+	if _, _, err := r.Next(); !errors.Is(err, ErrCaughtUp) {
+		t.Fatalf("empty store: %v, want ErrCaughtUp", err)
+	}
+	changed := st.Changed()
+	fill(t, st, 3)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed not closed by a commit that added sequences")
+	}
+	var got []uint64
+	read := func() {
+		for {
+			n, _, err := r.Next()
+			if errors.Is(err, ErrCaughtUp) {
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, n)
+		}
+	}
+	read()
+	fill(t, st, 4)
+	// A reader resumed from the cursor goes on where the first stopped.
+	b, _ := r.Cursor().MarshalText()
+	var c Cursor
+	if err := c.UnmarshalText(b); err != nil {
+		t.Fatal(err)
+	}
+	r = st.NewReader(c)
+	read()
+	want := []uint64{0, 1, 2, 3, 4, 5, 6}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("read %v, want %v", got, want)
+	}
+	if c := r.Cursor(); c.Epoch != 0 || c.Pos != 7 {
+		t.Fatalf("cursor %+v: a following reader never starts a second pass", c)
+	}
+}

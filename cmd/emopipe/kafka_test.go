@@ -86,7 +86,14 @@ func streamDocs(t *testing.T, n, chunks int) ([]streamDoc, []string) {
 // once with its exact tokens, and nothing else.
 func checkExactlyOnce(t *testing.T, docs []streamDoc, stores ...string) {
 	t.Helper()
-	tok, err := tokenize.Bundled("dolma2")
+	checkExactlyOnceWith(t, "dolma2", docs, stores...)
+}
+
+// checkExactlyOnceWith is checkExactlyOnce for stores made with the bundled
+// tokenizer tokName.
+func checkExactlyOnceWith(t *testing.T, tokName string, docs []streamDoc, stores ...string) {
+	t.Helper()
+	tok, err := tokenize.Bundled(tokName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,24 +5,26 @@ export GOTOOLCHAIN := auto
 export GOEXPERIMENT := simd
 
 BIN := bin/emopipe
-STORE ?= /tmp/emopipe-demo
+STORE ?= /tmp/emopipe-run
 
-.PHONY: build demo test test-unit bench kafka-install clean
+.PHONY: build run run-fresh test test-unit bench kafka-install clean
 
 build:
 	go build -o $(BIN) ./cmd/emopipe
 
-# The main job on the bundled corpus with embedded defaults: pack the real
-# multi-domain sample (and its held-out split), show the store, and train a
-# tiny EMO model on the CPU for a minute; plots land in $(STORE)/train.
-# (emopipe run, the streaming version of this, is the next milestone.)
-demo: build
-	rm -rf $(STORE) $(STORE)-heldout
-	$(BIN) pack testdata/corpus/sample.jsonl.gz --store $(STORE) --seq-len 129 --tokenizer dolma2-8k
-	$(BIN) pack testdata/corpus/heldout.jsonl.gz --store $(STORE)-heldout --seq-len 129 --tokenizer dolma2-8k --quiet
-	$(BIN) inspect $(STORE) --seq 1 | cut -c1-300
-	$(BIN) train --store $(STORE) --eval-store $(STORE)-heldout --preset tiny --steps 60 --eval-every 30
-	@echo "loss curve and expert load: $(STORE)/train/loss.png $(STORE)/train/expert_load.png"
+# The main job with embedded defaults: `emopipe run` starts an in-process
+# Kafka-protocol broker, streams the bundled real multi-domain corpus into
+# it, ingests it exactly once into the store and trains a tiny EMO model on
+# the CPU as the sequences land (150 steps, a few minutes on 2 cores). The
+# report (loss, expert load, expert x domain plots, summary) lands in
+# $(STORE)/report. Running it again resumes (and, once done, only redraws).
+run: build
+	$(BIN) run --store $(STORE)
+
+# Start over.
+run-fresh: build
+	rm -rf $(STORE)
+	$(BIN) run --store $(STORE)
 
 # All tests: unit, integration against a real Apache Kafka broker (started
 # by scripts/kafka/kafka.sh), end-to-end CLI tests.

@@ -133,6 +133,11 @@ func Report(ctx context.Context, st *store.Store, cfg ReportConfig) (Summary, []
 	var tokens, flops float64
 	var fresh train.Freshness
 	for i, m := range steps {
+		if f := m.Fresh; f != nil {
+			fresh.MeanSeconds += f.MeanSeconds * float64(f.Docs)
+			fresh.Docs += f.Docs
+			fresh.MaxSeconds = max(fresh.MaxSeconds, f.MaxSeconds)
+		}
 		if i == 0 {
 			continue // the first logged step compiles the graphs
 		}
@@ -141,11 +146,6 @@ func Report(ctx context.Context, st *store.Store, cfg ReportConfig) (Summary, []
 		tokens += float64(m.Tokens)
 		if m.TokensPerSec > 0 {
 			flops += m.MFU / m.TokensPerSec * float64(m.Tokens)
-		}
-		if f := m.Fresh; f != nil {
-			fresh.MeanSeconds += f.MeanSeconds * float64(f.Docs)
-			fresh.Docs += f.Docs
-			fresh.MaxSeconds = max(fresh.MaxSeconds, f.MaxSeconds)
 		}
 	}
 	if s.Perf.StepSeconds > 0 {

@@ -30,7 +30,7 @@ type RunConfig struct {
 	// ingestion pauses above it, so a slow trainer does not make the store
 	// grow without bound (it can overshoot by, per partition, one
 	// uncommitted batch, Ingest.CommitSequences, default MaxBacklog/4 up
-	// to 512 here, and one fetch, Ingest.FetchMax records, default 256
+	// to 512 here, and one fetch, Ingest.FetchMax records, default 64
 	// here). Default 4096.
 	MaxBacklog int
 	// HeldoutCorpus, if set (gzip'd JSONL, like Embedded.Corpus), is packed
@@ -134,10 +134,14 @@ func Run(ctx context.Context, cfg RunConfig) (RunResult, error) {
 	var stepMu sync.Mutex
 	stepped := make(chan struct{})
 	var last atomic.Pointer[train.StepMetrics]
+	var fresh atomic.Pointer[train.Freshness] // the latest known: not every step starts a document
 	userOnStep := tc.OnStep
 	tc.OnStep = func(m train.StepMetrics) {
 		if n := len(m.Seqs); n > 0 {
 			trained.Store(m.Seqs[n-1] + 1) // a following trainer reads in store order
+		}
+		if m.Fresh != nil {
+			fresh.Store(m.Fresh)
 		}
 		last.Store(&m)
 		stepMu.Lock()
@@ -184,7 +188,7 @@ func Run(ctx context.Context, cfg RunConfig) (RunResult, error) {
 	// ingester can overshoot MaxBacklog by the batch it has not committed
 	// yet and one fetch, per partition. Keep both small against the bound.
 	if ic.FetchMax == 0 {
-		ic.FetchMax = 256
+		ic.FetchMax = 64
 	}
 	if ic.CommitSequences == 0 {
 		ic.CommitSequences = min(512, max(16, cfg.MaxBacklog/4))
@@ -208,7 +212,7 @@ func Run(ctx context.Context, cfg RunConfig) (RunResult, error) {
 	pctx, stopProg := context.WithCancel(ctx)
 	if cfg.Progress != nil {
 		go every(pctx, 250*time.Millisecond, func() bool {
-			prog.Update(func() string { return runLine(tc.Steps, last.Load(), cfg.Metrics, emb) })
+			prog.Update(func() string { return runLine(tc.Steps, last.Load(), fresh.Load(), cfg.Metrics, emb) })
 			return true
 		})
 	}
@@ -238,7 +242,7 @@ func Run(ctx context.Context, cfg RunConfig) (RunResult, error) {
 	if ierr != nil && res.Train.Interrupted && ctx.Err() == nil {
 		res.Train.Interrupted = false // stopped by the ingester's error, reported below
 	}
-	prog.Done(runLine(tc.Steps, last.Load(), cfg.Metrics, emb))
+	prog.Done(runLine(tc.Steps, last.Load(), fresh.Load(), cfg.Metrics, emb))
 	if err != nil {
 		return res, err
 	}
@@ -256,14 +260,14 @@ func Run(ctx context.Context, cfg RunConfig) (RunResult, error) {
 // runLine is the progress line of a run: the trainer's step and loss,
 // the stream's documents, the backlog between them and how fresh the
 // trained data is.
-func runLine(steps int, m *train.StepMetrics, mt *Metrics, emb *Embedded) string {
+func runLine(steps int, m *train.StepMetrics, f *train.Freshness, mt *Metrics, emb *Embedded) string {
 	step, loss := 0, 0.0
 	fresh := "-"
 	if m != nil {
 		step, loss = m.Step, m.Loss
-		if m.Fresh != nil {
-			fresh = fmt.Sprintf("%.1fs", m.Fresh.MeanSeconds)
-		}
+	}
+	if f != nil {
+		fresh = fmt.Sprintf("%.1fs", f.MeanSeconds)
 	}
 	s := fmt.Sprintf("run %s step %d/%d loss %.4f | ingested %.0f docs %.0f seqs | backlog %.0f | fresh %s | %.0f tok/s",
 		Bar(int64(step), int64(steps)), step, steps, loss, mt.Sum("emopipe_ingest_documents_total"),

@@ -20,6 +20,11 @@ const (
 	embeddedTokenizer = "dolma2-8k"
 	embeddedSeqLen    = 129
 	embeddedSteps     = 150
+	// A short backlog keeps the trained data fresh (seconds, not minutes,
+	// behind the stream) on a CPU trainer.
+	embeddedBacklog = 256
+	// A live stream at about the pace a 2-core CPU trainer consumes it.
+	embeddedRate = 0.7
 )
 
 func newRunCmd() *cobra.Command {
@@ -66,6 +71,13 @@ redraws it at any time).`,
 				if cfg.Train.Steps == 0 {
 					cfg.Train.Steps = embeddedSteps
 				}
+				if !cmd.Flags().Changed("max-backlog") {
+					cfg.MaxBacklog = embeddedBacklog
+				}
+				if !cmd.Flags().Changed("embedded-rate") {
+					cfg.Embedded.Rate = embeddedRate
+				}
+				cfg.Ingest.FetchMax = 8 // long documents: few per fetch keeps the backlog near its bound
 				cfg.Embedded.Corpus = bundled.SampleCorpus
 				cfg.HeldoutCorpus = bundled.HeldoutCorpus
 			} else if cfg.Ingest.Kafka.Topic == "" {
@@ -152,10 +164,10 @@ redraws it at any time).`,
 	trainFlags(f, &cfg.Train, &configFile, &preset, &router)
 	f.Lookup("steps").Usage = "train until this many optimizer steps (required with --brokers; embedded default 150)"
 	f.Lookup("steps").DefValue = "0"
-	f.IntVar(&cfg.MaxBacklog, "max-backlog", 4096, "pause ingestion while this many stored sequences wait for the trainer")
+	f.IntVar(&cfg.MaxBacklog, "max-backlog", 4096, "pause ingestion while this many stored sequences wait for the trainer (embedded: 256)")
 	f.StringVar(&cfg.ReportDir, "report", "", `report folder written at the end (default DIR/report; "-": none)`)
 	f.IntVar(&cfg.Embedded.Partitions, "embedded-partitions", 2, "partitions of the embedded broker's topic")
-	f.Float64Var(&cfg.Embedded.Rate, "embedded-rate", 0, "documents per second the embedded producer streams (0: all at once)")
+	f.Float64Var(&cfg.Embedded.Rate, "embedded-rate", 0, "documents per second the embedded producer streams (0: all at once; default 0.7)")
 	f.Uint64Var(&cfg.Embedded.Seed, "embedded-seed", 1, "order in which the embedded producer streams the corpus")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics (ingest and train) on this address")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")

@@ -220,3 +220,77 @@ func TestRunSurvivesKill9(t *testing.T) {
 	}
 	t.Logf("%d documents, %d sequences, %d steps; kills after steps %d and %d", len(docs), st.NumSequences(), len(final), len(killed[0]), len(killed[1]))
 }
+
+// The README's first command with its embedded defaults (fewer steps):
+// it streams the bundled corpus through the in-process broker, trains,
+// and leaves a report folder with real PNG plots and a summary that
+// agrees with the store; `emopipe report` redraws it from the stopped
+// store, and a second `run` resumes rather than starting over.
+func TestRunEmbeddedDefaultLeavesReport(t *testing.T) {
+	storeDir := filepath.Join(t.TempDir(), "store")
+	out, errOut, err := emopipe(t, "run", "--store", storeDir, "--steps", "12", "--embedded-rate", "0", "--eval-every", "6", "--quiet")
+	if err != nil {
+		t.Fatalf("run: %v\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out, "trained to step 12") {
+		t.Fatalf("run output:\n%s", out)
+	}
+	reportDir := filepath.Join(storeDir, "report")
+	for _, f := range []string{"loss.png", "expert_load.png"} {
+		b, err := os.ReadFile(filepath.Join(reportDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) || len(b) < 10000 {
+			t.Fatalf("%s is not a drawn PNG (%d bytes)", f, len(b))
+		}
+	}
+	var sum struct {
+		Documents        uint64 `json:"documents"`
+		Sequences        uint64 `json:"sequences"`
+		Steps            int    `json:"steps"`
+		SequencesTrained uint64 `json:"sequences_trained"`
+		Eval             *struct {
+			Loss    float64                    `json:"loss"`
+			Domains map[string]json.RawMessage `json:"domains"`
+		} `json:"eval"`
+		Fresh *train.Freshness `json:"freshness"`
+	}
+	b, err := os.ReadFile(filepath.Join(reportDir, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Steps != 12 || sum.SequencesTrained != 12*8 || sum.Sequences < sum.SequencesTrained || sum.Documents == 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if sum.Eval == nil || len(sum.Eval.Domains) != 7 {
+		t.Fatalf("summary has no held-out loss for the 7 domains: %s", b)
+	}
+	if sum.Fresh == nil || sum.Fresh.Docs == 0 {
+		t.Fatalf("summary has no freshness lag: %s", b)
+	}
+	md, err := os.ReadFile(filepath.Join(reportDir, "summary.md"))
+	if err != nil || !strings.Contains(string(md), "freshness lag") {
+		t.Fatalf("summary.md: %v\n%s", err, md)
+	}
+
+	os.RemoveAll(reportDir)
+	out, errOut, err = emopipe(t, "report", "--store", storeDir)
+	if err != nil {
+		t.Fatalf("report: %v\n%s%s", err, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(reportDir, "loss.png")); err != nil {
+		t.Fatalf("report did not redraw loss.png: %v", err)
+	}
+
+	out, errOut, err = emopipe(t, "run", "--store", storeDir, "--steps", "14", "--embedded-rate", "0", "--eval-every", "0", "--quiet")
+	if err != nil {
+		t.Fatalf("second run: %v\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out, "trained to step 14 (resumed at 12)") {
+		t.Fatalf("second run did not resume:\n%s", out)
+	}
+}

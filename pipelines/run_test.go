@@ -186,6 +186,14 @@ func TestRunThrottlesIngestionToTheTrainer(t *testing.T) {
 	if cfg.Metrics.Get("emopipe_run_throttled_seconds_total") == 0 {
 		t.Fatal("ingestion never waited for the trainer")
 	}
+	// One /metrics for both halves.
+	var buf bytes.Buffer
+	cfg.Metrics.WriteTo(&buf)
+	for _, name := range []string{"emopipe_ingest_documents_total", "emopipe_train_step", "emopipe_train_loss", "emopipe_run_backlog_sequences"} {
+		if !bytes.Contains(buf.Bytes(), []byte("\n"+name)) {
+			t.Fatalf("/metrics lacks %s:\n%s", name, buf.String())
+		}
+	}
 	if got := st.Stats().Docs; got >= 630 {
 		t.Fatalf("all %d documents ingested ahead of a trainer that took %d sequences", got, trained)
 	}

@@ -23,6 +23,17 @@ type ReportConfig struct {
 	EvalStore string
 	// Backend runs the model for the expert × domain view (default go).
 	Backend string
+	// DomainSequences caps the sequences the expert × domain view routes
+	// (0: default 256; negative: no view).
+	DomainSequences int
+}
+
+// LayerModularity is one layer's alignment of experts with domains
+// (train.LayerUsage without the matrix, which modularity.json holds).
+type LayerModularity struct {
+	Layer    int     `json:"layer"`
+	TokenNMI float64 `json:"token_nmi"`
+	PoolNMI  float64 `json:"pool_nmi"`
 }
 
 // Summary is a training store's state in numbers: what the stream
@@ -57,7 +68,8 @@ type Summary struct {
 	Eval    *train.EvalResult  `json:"eval,omitempty"`
 	Perf    Throughput         `json:"throughput"`
 	Fresh   *train.Freshness   `json:"freshness,omitempty"`
-	Extra   map[string]float64 `json:"extra,omitempty"`
+	// Modularity is NMI(domain; expert) per layer on the held-out store.
+	Modularity []LayerModularity `json:"modularity,omitempty"`
 }
 
 // Throughput is the trainer's speed and how much of its time it waited
@@ -80,6 +92,9 @@ type Throughput struct {
 func Report(ctx context.Context, st *store.Store, cfg ReportConfig) (Summary, []string, error) {
 	if cfg.Dir == "" {
 		cfg.Dir = filepath.Join(st.Dir(), "report")
+	}
+	if cfg.DomainSequences == 0 {
+		cfg.DomainSequences = 256
 	}
 	if cfg.EvalStore == "" {
 		if _, err := os.Stat(filepath.Join(st.Dir(), "heldout")); err == nil {
@@ -168,10 +183,15 @@ func Report(ctx context.Context, st *store.Store, cfg ReportConfig) (Summary, []
 	if err != nil {
 		return s, files, fmt.Errorf("report: %w", err)
 	}
-	more, err := writeDomainView(ctx, st, state, cfg)
-	files = append(files, more...)
-	if err != nil {
-		return s, files, fmt.Errorf("report: %w", err)
+	if cfg.DomainSequences >= 0 {
+		rep, more, err := writeDomainView(ctx, st, state, cfg)
+		files = append(files, more...)
+		if err != nil {
+			return s, files, fmt.Errorf("report: expert × domain view: %w", err)
+		}
+		for _, l := range rep.Layers {
+			s.Modularity = append(s.Modularity, LayerModularity{Layer: l.Layer, TokenNMI: l.TokenNMI, PoolNMI: l.PoolNMI})
+		}
 	}
 	js, _ := json.MarshalIndent(s, "", "  ")
 	p := filepath.Join(cfg.Dir, "summary.json")
@@ -187,10 +207,29 @@ func Report(ctx context.Context, st *store.Store, cfg ReportConfig) (Summary, []
 	return s, files, nil
 }
 
-// writeDomainView draws which experts each domain's tokens use; set by
-// the selective-experts code (nil: no such view).
-var writeDomainView = func(ctx context.Context, st *store.Store, state *train.State, cfg ReportConfig) ([]string, error) {
-	return nil, nil
+// writeDomainView measures which experts each domain's tokens use in the
+// last checkpoint (train.Modularity: per-layer domain × expert heat maps,
+// token and pool NMI) on the held-out store, or on the training store
+// itself when there is none.
+func writeDomainView(ctx context.Context, st *store.Store, state *train.State, cfg ReportConfig) (train.ModularityReport, []string, error) {
+	m, err := train.LoadModel(filepath.Join(st.Dir(), "checkpoints", state.Checkpoint.File))
+	if err != nil {
+		return train.ModularityReport{}, nil, err
+	}
+	src := st
+	if cfg.EvalStore != "" {
+		if src, err = store.Open(cfg.EvalStore, nil, store.Options{ReadOnly: true}); err != nil {
+			return train.ModularityReport{}, nil, err
+		}
+		defer src.Close()
+	}
+	o := train.ModularityOptions{Inference: train.InferenceOptions{Backend: cfg.Backend}, Sequences: cfg.DomainSequences}
+	rep, err := train.Modularity(ctx, m, src, o)
+	if err != nil {
+		return rep, nil, err
+	}
+	files, err := rep.Write(cfg.Dir)
+	return rep, files, err
 }
 
 // Markdown is the summary as a short document.
@@ -211,6 +250,9 @@ func (s Summary) Markdown(files []string) string {
 	row("input stall", fmt.Sprintf("%.1f%% of step time waiting for data (%.1f s of %.1f s)", 100*s.Perf.InputStall, s.Perf.DataWaitSeconds, s.Perf.DataWaitSeconds+s.Perf.StepSeconds))
 	if s.Fresh != nil {
 		row("freshness lag", fmt.Sprintf("mean %.1f s, max %.1f s from Kafka record time to the step that first trained on it (%d documents)", s.Fresh.MeanSeconds, s.Fresh.MaxSeconds, s.Fresh.Docs))
+	}
+	for _, l := range s.Modularity {
+		row(fmt.Sprintf("layer %d experts vs domains", l.Layer), fmt.Sprintf("NMI %.3f over routed tokens, %.3f over document pools", l.TokenNMI, l.PoolNMI))
 	}
 	row("checkpoint", "`"+s.Checkpoint+"`")
 	if s.Eval != nil && len(s.Eval.Domains) > 0 {

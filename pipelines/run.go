@@ -246,6 +246,11 @@ func Run(ctx context.Context, cfg RunConfig) (RunResult, error) {
 	if err != nil {
 		return res, err
 	}
+	// The report opens the held-out store and reads the metrics log: the
+	// trainer lets go of both first.
+	if err := tr.Close(); err != nil {
+		return res, err
+	}
 	if cfg.ReportDir != "-" {
 		rc := ReportConfig{Dir: cfg.ReportDir, EvalStore: tc.EvalStore, Backend: tc.Backend}
 		sum, files, err := Report(context.WithoutCancel(ctx), st, rc)

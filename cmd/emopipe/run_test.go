@@ -236,7 +236,7 @@ func TestRunEmbeddedDefaultLeavesReport(t *testing.T) {
 		t.Fatalf("run output:\n%s", out)
 	}
 	reportDir := filepath.Join(storeDir, "report")
-	for _, f := range []string{"loss.png", "expert_load.png"} {
+	for _, f := range []string{"loss.png", "expert_load.png", "modularity_layer00.png", "modularity_layer01.png"} {
 		b, err := os.ReadFile(filepath.Join(reportDir, f))
 		if err != nil {
 			t.Fatal(err)

@@ -63,11 +63,11 @@ type Summary struct {
 	FirstLoss        float64 `json:"first_loss"`
 	LastLoss         float64 `json:"last_loss"`
 	// LastCE is the mean CE of the last (up to) 20 steps.
-	LastCE  float64            `json:"last_ce"`
-	Unigram float64            `json:"unigram_entropy"`
-	Eval    *train.EvalResult  `json:"eval,omitempty"`
-	Perf    Throughput         `json:"throughput"`
-	Fresh   *train.Freshness   `json:"freshness,omitempty"`
+	LastCE  float64           `json:"last_ce"`
+	Unigram float64           `json:"unigram_entropy"`
+	Eval    *train.EvalResult `json:"eval,omitempty"`
+	Perf    Throughput        `json:"throughput"`
+	Fresh   *train.Freshness  `json:"freshness,omitempty"`
 	// Modularity is NMI(domain; expert) per layer on the held-out store.
 	Modularity []LayerModularity `json:"modularity,omitempty"`
 }

@@ -53,7 +53,7 @@ type RunResult struct {
 	// Embedded: documents the embedded broker produced (0 with real brokers).
 	EmbeddedDocs int `json:"embedded_docs,omitempty"`
 	// Report is the summary written at the end (nil with ReportDir "-").
-	Report *Summary  `json:"report,omitempty"`
+	Report *Summary `json:"report,omitempty"`
 	Files  []string `json:"report_files,omitempty"`
 }
 

@@ -102,9 +102,7 @@ func (t *Trainer) Evaluate(ctx context.Context) (EvalResult, error) {
 	if len(t.evalBatches) == 0 {
 		return EvalResult{}, errors.New("train: no eval store")
 	}
-	var sum float64
-	var n int
-	dom := map[string]*[2]float64{}
+	var acc nllSum
 	for _, b := range t.evalBatches {
 		if err := ctx.Err(); err != nil {
 			return EvalResult{}, err
@@ -117,31 +115,10 @@ func (t *Trainer) Evaluate(ctx context.Context) (EvalResult, error) {
 		if err != nil {
 			return EvalResult{}, fmt.Errorf("train: eval: %w", err)
 		}
-		nll := float32s(outs[0])
+		acc.add(b, float32s(outs[0]), t.cfg.Model.SeqLen, "")
 		outs[0].FinalizeAll()
-		s := t.cfg.Model.SeqLen
-		for r := range b.Rows() {
-			for p := range s {
-				if b.Labels[r][p] < 0 || b.Segments[r][p] < 0 {
-					continue
-				}
-				v := float64(nll[r*s+p])
-				sum += v
-				n++
-				d := dom[b.Domains[r][p]]
-				if d == nil {
-					d = &[2]float64{}
-					dom[b.Domains[r][p]] = d
-				}
-				d[0] += v
-				d[1]++
-			}
-		}
 	}
-	res := EvalResult{Step: t.step, Loss: frac64(sum, float64(n)), Tokens: n, Domains: map[string]DomainLoss{}}
-	for k, d := range dom {
-		res.Domains[k] = DomainLoss{Loss: d[0] / d[1], Tokens: int(d[1])}
-	}
+	res := acc.result(t.step)
 	t.history.Evals = append(t.history.Evals, res)
 	if t.log != nil {
 		if err := t.log.write(struct {
@@ -152,6 +129,48 @@ func (t *Trainer) Evaluate(ctx context.Context) (EvalResult, error) {
 	}
 	t.publishEval(res)
 	return res, nil
+}
+
+// nllSum adds up per-token NLLs of labelled real positions, overall and
+// by domain.
+type nllSum struct {
+	sum float64
+	n   int
+	dom map[string]*[2]float64 // domain → {sum, tokens}
+}
+
+// add takes one batch's NLLs ([rows × seqLen], row-major), of the tokens
+// of domain only ("" for all).
+func (a *nllSum) add(b Batch, nll []float32, seqLen int, only string) {
+	if a.dom == nil {
+		a.dom = map[string]*[2]float64{}
+	}
+	for r := range b.Rows() {
+		for p := range seqLen {
+			if b.Labels[r][p] < 0 || b.Segments[r][p] < 0 || (only != "" && b.Domains[r][p] != only) {
+				continue
+			}
+			v := float64(nll[r*seqLen+p])
+			a.sum += v
+			a.n++
+			d := a.dom[b.Domains[r][p]]
+			if d == nil {
+				d = &[2]float64{}
+				a.dom[b.Domains[r][p]] = d
+			}
+			d[0] += v
+			d[1]++
+		}
+	}
+}
+
+// result is the mean loss, overall and per domain.
+func (a *nllSum) result(step int) EvalResult {
+	res := EvalResult{Step: step, Loss: frac64(a.sum, float64(a.n)), Tokens: a.n, Domains: map[string]DomainLoss{}}
+	for k, d := range a.dom {
+		res.Domains[k] = DomainLoss{Loss: d[0] / d[1], Tokens: int(d[1])}
+	}
+	return res
 }
 
 // UnigramEntropy is the entropy (nats) of the store's label tokens (real

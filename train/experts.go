@@ -504,42 +504,18 @@ func (in *Inference) evalBatches(ctx context.Context, batches []Batch, s *model.
 	if err != nil {
 		return EvalResult{}, err
 	}
-	var sum float64
-	var n int
-	dom := map[string]*[2]float64{}
-	seqLen := in.cfg.SeqLen
+	var acc nllSum
 	for _, b := range batches {
 		outs, err := in.run(ctx, inferNLL, b, mask)
 		if err != nil {
 			return EvalResult{}, err
 		}
-		nll := float32s(outs[0])
+		acc.add(b, float32s(outs[0]), in.cfg.SeqLen, only)
 		for _, o := range outs {
 			o.FinalizeAll()
 		}
-		for r := range b.Rows() {
-			for p := range seqLen {
-				if b.Labels[r][p] < 0 || b.Segments[r][p] < 0 || (only != "" && b.Domains[r][p] != only) {
-					continue
-				}
-				v := float64(nll[r*seqLen+p])
-				sum += v
-				n++
-				d := dom[b.Domains[r][p]]
-				if d == nil {
-					d = &[2]float64{}
-					dom[b.Domains[r][p]] = d
-				}
-				d[0] += v
-				d[1]++
-			}
-		}
 	}
-	res := EvalResult{Step: in.m.Info.Step, Loss: frac64(sum, float64(n)), Tokens: n, Domains: map[string]DomainLoss{}}
-	for k, d := range dom {
-		res.Domains[k] = DomainLoss{Loss: d[0] / d[1], Tokens: int(d[1])}
-	}
-	return res, nil
+	return acc.result(in.m.Info.Step), nil
 }
 
 // CalibDoc is calibration text: one document's tokens.

@@ -14,8 +14,6 @@ import (
 	"gonum.org/v1/plot/palette/moreland"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/emopipe/emopipe/model"
 	"github.com/emopipe/emopipe/packing/store"
@@ -344,25 +342,6 @@ func usagePlot(path string, rep ModularityReport, lu LayerUsage) error {
 	p.Y.Tick.Marker = labelTicks{rep.Domains}
 	p.Add(hm)
 
-	cb := plot.New()
-	cb.Add(&plotter.ColorBar{ColorMap: cm})
-	cb.HideY()
-	cb.X.Padding = 0
-	cb.X.Label.Text = "share of the domain's routed assignments"
-
 	w, h := 9*vg.Inch, vg.Length(1.6+0.4*float64(len(rep.Domains)))*vg.Inch
-	barH := 0.9 * vg.Inch
-	img := vgimg.New(w, h+barH)
-	dc := draw.New(img)
-	p.Draw(draw.Crop(dc, 0, 0, barH, 0))
-	cb.Draw(draw.Crop(dc, 1.2*vg.Inch, -0.3*vg.Inch, 0, -h))
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeHeatMap(path, p, cm, "share of the domain's routed assignments", w, h, 1.2*vg.Inch)
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/palette"
 	"gonum.org/v1/plot/palette/moreland"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -186,19 +187,25 @@ func loadPlot(path string, in PlotInputs) error {
 	p.Y.Tick.Marker = intTicks{n: nl}
 	p.Add(hm)
 
+	w, h := 8*vg.Inch, vg.Length(2.2+0.35*float64(nl))*vg.Inch
+	return writeHeatMap(path, p, cm, "load / uniform load", w, h, 0.6*vg.Inch)
+}
+
+// writeHeatMap draws a heat-map plot of size w × h with its colour bar
+// (labelled barLabel, indented by barLeft to sit under the map) below it
+// into a PNG file.
+func writeHeatMap(path string, p *plot.Plot, cm palette.ColorMap, barLabel string, w, h, barLeft vg.Length) error {
 	cb := plot.New()
-	bar := &plotter.ColorBar{ColorMap: cm}
-	cb.Add(bar)
+	cb.Add(&plotter.ColorBar{ColorMap: cm})
 	cb.HideY()
 	cb.X.Padding = 0
-	cb.X.Label.Text = "load / uniform load"
+	cb.X.Label.Text = barLabel
 
-	w, h := 8*vg.Inch, vg.Length(2.2+0.35*float64(nl))*vg.Inch
 	barH := 0.9 * vg.Inch
 	img := vgimg.New(w, h+barH)
 	dc := draw.New(img)
 	p.Draw(draw.Crop(dc, 0, 0, barH, 0))
-	cb.Draw(draw.Crop(dc, 0.6*vg.Inch, -0.3*vg.Inch, 0, -h))
+	cb.Draw(draw.Crop(dc, barLeft, -0.3*vg.Inch, 0, -h))
 	f, err := os.Create(path)
 	if err != nil {
 		return err

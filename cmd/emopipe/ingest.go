@@ -13,6 +13,19 @@ import (
 	"github.com/emopipe/emopipe/pipelines"
 )
 
+// serveMetrics serves /metrics on addr ("" serves nothing) until stop.
+func serveMetrics(cmd *cobra.Command, m *pipelines.Metrics, addr string) (stop func() error, err error) {
+	if addr == "" {
+		return func() error { return nil }, nil
+	}
+	at, stop, err := m.Serve(addr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "metrics on http://%s/metrics\n", at)
+	return stop, nil
+}
+
 // kafkaFlags binds the connection and record-format flags shared by
 // ingest, produce and run.
 func kafkaFlags(f *pflag.FlagSet, kc *ingest.KafkaConfig, brokers *string) {
@@ -65,14 +78,11 @@ interrupted (or --idle-exit).`,
 			cfg.InvalidUTF8 = pipelines.UTF8Policy(utf8Policy)
 			cfg.Progress = progressOut(quiet)
 			cfg.Metrics = pipelines.NewMetrics()
-			if metricsAddr != "" {
-				addr, stop, err := cfg.Metrics.Serve(metricsAddr)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				fmt.Fprintf(cmd.ErrOrStderr(), "metrics on http://%s/metrics\n", addr)
+			stop, err := serveMetrics(cmd, cfg.Metrics, metricsAddr)
+			if err != nil {
+				return err
 			}
+			defer stop()
 			return pipelines.Ingest(cmd.Context(), cfg)
 		},
 	}

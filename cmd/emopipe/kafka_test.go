@@ -137,34 +137,41 @@ func checkExactlyOnceWith(t *testing.T, tokName string, docs []streamDoc, stores
 	}
 }
 
-// ingester is an `emopipe ingest` process.
-type ingester struct {
+// proc is a running emopipe process (ingest, run).
+type proc struct {
 	cmd  *exec.Cmd
 	done chan error
 	out  *bytes.Buffer
 }
 
-func startIngest(t *testing.T, brokers, topic, group, store string, extra ...string) *ingester {
+// ingester is an `emopipe ingest` process.
+type ingester = proc
+
+func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
-	args := append([]string{"ingest", "--brokers", brokers, "--topic", topic, "--group", group, "--store", store,
-		"--seq-len", "256", "--session-timeout", "6s", "--commit-interval", "300ms", "--quiet"}, extra...)
 	cmd := exec.Command(binary, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	in := &ingester{cmd: cmd, done: make(chan error, 1), out: &out}
-	go func() { in.done <- cmd.Wait() }()
-	return in
+	p := &proc{cmd: cmd, done: make(chan error, 1), out: &out}
+	go func() { p.done <- cmd.Wait() }()
+	return p
 }
 
-func (in *ingester) kill() {
+func startIngest(t *testing.T, brokers, topic, group, store string, extra ...string) *ingester {
+	t.Helper()
+	return startProc(t, append([]string{"ingest", "--brokers", brokers, "--topic", topic, "--group", group, "--store", store,
+		"--seq-len", "256", "--session-timeout", "6s", "--commit-interval", "300ms", "--quiet"}, extra...)...)
+}
+
+func (in *proc) kill() {
 	in.cmd.Process.Signal(syscall.SIGKILL)
 	<-in.done
 }
 
-func (in *ingester) wait(t *testing.T) {
+func (in *proc) wait(t *testing.T) {
 	t.Helper()
 	select {
 	case err := <-in.done:

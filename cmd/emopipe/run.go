@@ -108,14 +108,11 @@ redraws it at any time).`,
 			cfg.Train.Model = m
 			cfg.Progress = progressOut(quiet)
 			cfg.Metrics = pipelines.NewMetrics()
-			if metricsAddr != "" {
-				addr, stop, err := cfg.Metrics.Serve(metricsAddr)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				fmt.Fprintf(cmd.ErrOrStderr(), "metrics on http://%s/metrics\n", addr)
+			stop, err := serveMetrics(cmd, cfg.Metrics, metricsAddr)
+			if err != nil {
+				return err
 			}
+			defer stop()
 			res, err := pipelines.Run(cmd.Context(), cfg)
 			if err != nil {
 				return err

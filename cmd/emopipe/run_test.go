@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,26 +32,6 @@ pool_min: 2
 pool_max: 7
 eval_pool_size: 2
 `
-
-// runProc is an `emopipe run` process.
-type runProc struct {
-	cmd  *exec.Cmd
-	done chan error
-	out  *bytes.Buffer
-}
-
-func startRun(t *testing.T, args ...string) *runProc {
-	t.Helper()
-	cmd := exec.Command(binary, append([]string{"run"}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &runProc{cmd: cmd, done: make(chan error, 1), out: &out}
-	go func() { r.done <- cmd.Wait() }()
-	return r
-}
 
 // stepsLogged reads the trainer's metrics log (what has reached the file).
 func stepsLogged(t *testing.T, storeDir string) []train.StepMetrics {
@@ -94,7 +72,7 @@ func TestRunSurvivesKill9(t *testing.T) {
 	var killed [][]train.StepMetrics
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	for kill := 0; kill < 2; kill++ {
-		r := startRun(t, args...)
+		r := startProc(t, append([]string{"run"}, args...)...)
 		from := len(stepsLogged(t, storeDir))
 		deadline := time.Now().Add(3 * time.Minute)
 		for {
@@ -114,8 +92,7 @@ func TestRunSurvivesKill9(t *testing.T) {
 		// A random moment within the next steps: mid-step, mid-commit,
 		// mid-checkpoint alike.
 		time.Sleep(time.Duration(rng.Int64N(int64(1500 * time.Millisecond))))
-		r.cmd.Process.Signal(syscall.SIGKILL)
-		<-r.done
+		r.kill()
 		killed = append(killed, stepsLogged(t, storeDir))
 		t.Logf("kill %d after step %d", kill+1, len(killed[kill]))
 	}
@@ -123,7 +100,7 @@ func TestRunSurvivesKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The last run ends once the stream is drained and trained on.
-	r := startRun(t, append(args, "--idle-exit", "10s")...)
+	r := startProc(t, append(append([]string{"run"}, args...), "--idle-exit", "10s")...)
 	select {
 	case err := <-r.done:
 		if err != nil {

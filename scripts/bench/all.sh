@@ -26,3 +26,6 @@ if [ -x scripts/bench_train/bench.sh ]; then
   echo "## Trainer"
   scripts/bench_train/bench.sh
 fi
+
+echo "## emopipe run: input stall and freshness (embedded broker)"
+scripts/bench_run/bench.sh

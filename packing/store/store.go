@@ -194,6 +194,14 @@ func Open(dir string, hdr *Header, opts Options) (*Store, error) {
 		bo = bo.WithDir("").WithValueDir("")
 	}
 	db, err := badger.Open(bo)
+	if err != nil && !opts.ReadOnly && strings.Contains(err.Error(), "Create a new file") {
+		// Only after Badger held the directory lock and failed on the file:
+		// another process's memtable being created is never touched.
+		if rerr := removeEmptyMemtables(dir); rerr != nil {
+			return nil, fmt.Errorf("open store %s: %w", dir, rerr)
+		}
+		db, err = badger.Open(bo)
+	}
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, fmt.Errorf("open %s: %w", dir, ErrLocked)
@@ -206,6 +214,29 @@ func Open(dir string, hdr *Header, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// removeEmptyMemtables deletes zero-length memtable WAL files. Badger
+// creates a memtable's file empty and then sizes it; a kill -9 between the
+// two leaves a file that badger.Open refuses ("while opening fid: N err:
+// Create a new file"), so the store could never be opened again. An empty
+// WAL holds no writes: removing it loses nothing.
+func removeEmptyMemtables(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".mem") || e.IsDir() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Size() == 0 {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (s *Store) load(want *Header) error {

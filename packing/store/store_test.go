@@ -3,6 +3,8 @@ package store
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -319,5 +321,32 @@ func TestFollowingReaderReadsEachSequenceOnceInCommitOrder(t *testing.T) {
 	}
 	if c := r.Cursor(); c.Epoch != 0 || c.Pos != 7 {
 		t.Fatalf("cursor %+v: a following reader never starts a second pass", c)
+	}
+}
+
+// Badger creates a memtable's WAL file empty and sizes it next; a kill -9
+// in between leaves a zero-length .mem file that Badger itself then
+// refuses to open ("Create a new file"). Such a file holds no writes, so
+// the store opens past it with everything it had.
+func TestOpenAfterKillBetweenMemtableCreateAndSize(t *testing.T) {
+	dir := t.TempDir()
+	h := testHeader()
+	st, err := Open(dir, &h, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, st, 5)
+	want, _ := st.Digest()
+	st.Close()
+	if err := os.WriteFile(filepath.Join(dir, "00007.mem"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err = Open(dir, nil, Options{})
+	if err != nil {
+		t.Fatalf("reopen after an interrupted memtable creation: %v", err)
+	}
+	defer st.Close()
+	if got, _ := st.Digest(); got != want || st.NumSequences() != 5 {
+		t.Fatalf("store changed: %d sequences", st.NumSequences())
 	}
 }

@@ -129,7 +129,7 @@ redraws it at any time).`,
 				out += fmt.Sprintf(", loss %.4f", tr.Last.Loss)
 			}
 			if tr.Eval != nil {
-				out += fmt.Sprintf(", held-out loss %.4f", tr.Eval.Loss)
+				out += fmt.Sprintf(", held-out loss %.4f at step %d", tr.Eval.Loss, tr.Eval.Step)
 			}
 			switch {
 			case tr.Interrupted:

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -124,15 +125,17 @@ const (
 	hi8 = 0x8080808080808080
 )
 
-// plain8 reports whether none of 8 bytes is a quote, a backslash or a
-// control character (the bytes a string scan has to stop at).
-func plain8(x uint64) bool {
+// special8 flags, in the high bit of each byte, the bytes of x (read
+// little-endian) that a string scan has to stop at: quotes, backslashes
+// and control characters. The lowest flag is exact; flags above it may be
+// false.
+func special8(x uint64) uint64 {
 	q := x ^ (lo8 * '"')
 	bs := x ^ (lo8 * '\\')
-	zero := (q - lo8) &^ q
-	zero |= (bs - lo8) &^ bs
-	zero |= (x - lo8*0x20) &^ x
-	return zero&hi8 == 0
+	m := (q - lo8) &^ q
+	m |= (bs - lo8) &^ bs
+	m |= (x - lo8*0x20) &^ x
+	return m & hi8
 }
 
 // str scans a string and returns its raw content (between the quotes) and
@@ -145,7 +148,12 @@ func (s *jsonScanner) str() (raw []byte, esc, ok bool) {
 	b := s.b
 	i := s.i
 	for {
-		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
+		for i+8 <= len(b) {
+			m := special8(binary.LittleEndian.Uint64(b[i:]))
+			if m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
 			i += 8
 		}
 		if i >= len(b) {
@@ -179,49 +187,56 @@ func (s *jsonScanner) str() (raw []byte, esc, ok bool) {
 	}
 }
 
-// text scans a string and decodes it in the same pass into a new slice.
-// Lone surrogates report false: encoding/json's replacement rules for them
-// stay with encoding/json.
+// text scans a string and decodes it in the same pass into a new slice:
+// eight bytes at a time while there is nothing to decode. Lone surrogates
+// report false: encoding/json's replacement rules for them stay with
+// encoding/json.
 func (s *jsonScanner) text() ([]byte, bool) {
 	if !s.eat('"') {
 		return nil, false
 	}
-	b := s.b
+	b := s.b[s.i:]
 	// The text is most of the record: size for the rest of it rather than
-	// scan twice.
-	out := make([]byte, 0, len(b)-s.i)
-	i, run := s.i, s.i
+	// scan twice. Decoding never lengthens, so o <= i throughout.
+	out := make([]byte, len(b))
+	i, o := 0, 0
 	for {
-		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
+		for i+8 <= len(b) && o+8 <= len(out) {
+			x := binary.LittleEndian.Uint64(b[i:])
+			binary.LittleEndian.PutUint64(out[o:], x)
+			if m := special8(x); m != 0 {
+				// Keep the bytes before the first special one.
+				k := bits.TrailingZeros64(m) / 8
+				i, o = i+k, o+k
+				break
+			}
+			i, o = i+8, o+8
 		}
 		if i >= len(b) {
 			return nil, false
 		}
-		c := b[i]
-		switch {
+		switch c := b[i]; {
 		case c == '"':
-			s.i = i + 1
-			return append(out, b[run:i]...), true
+			s.i += i + 1
+			return out[:o:o], true
 		case c == '\\':
-			out = append(out, b[run:i]...)
 			if i+1 >= len(b) {
 				return nil, false
 			}
 			i += 2
 			switch b[i-1] {
 			case '"', '\\', '/':
-				out = append(out, b[i-1])
+				out[o] = b[i-1]
 			case 'b':
-				out = append(out, '\b')
+				out[o] = '\b'
 			case 'f':
-				out = append(out, '\f')
+				out[o] = '\f'
 			case 'n':
-				out = append(out, '\n')
+				out[o] = '\n'
 			case 'r':
-				out = append(out, '\r')
+				out[o] = '\r'
 			case 't':
-				out = append(out, '\t')
+				out[o] = '\t'
 			case 'u':
 				r, ok := hex4(b[i:])
 				if !ok {
@@ -239,15 +254,16 @@ func (s *jsonScanner) text() ([]byte, bool) {
 					r = 0x10000 + (r-0xd800)<<10 + (r2 - 0xdc00)
 					i += 6
 				}
-				out = utf8.AppendRune(out, r)
+				o += utf8.EncodeRune(out[o:], r) - 1
 			default:
 				return nil, false
 			}
-			run = i
+			o++
 		case c < 0x20:
 			return nil, false
 		default:
-			i++
+			out[o] = c
+			i, o = i+1, o+1
 		}
 	}
 }

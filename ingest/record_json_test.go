@@ -166,3 +166,18 @@ func BenchmarkParseJSON(b *testing.B) {
 		})
 	}
 }
+
+// A Kafka record's document and rejects name the partition as SourceName
+// does, and the record's offset.
+func TestKafkaParseNamesSourceAndPosition(t *testing.T) {
+	c := DefaultKafkaConfig()
+	c.Topic = "docs"
+	doc, rej := c.Parse(Record{Partition: 3, Offset: 42, Value: []byte(`{"text":"hi"}`)})
+	if rej != nil || doc.Source != c.SourceName(3) || doc.Position != "offset 42" || doc.ID != "docs/3/42" {
+		t.Fatalf("doc %+v, reject %+v", doc, rej)
+	}
+	_, rej = c.Parse(Record{Partition: 3, Offset: 43, Value: []byte(`{"id":"x"}`)})
+	if rej == nil || rej.Source != c.SourceName(3) || rej.Position != "offset 43" || rej.Reason != ReasonMissingText {
+		t.Fatalf("reject %+v", rej)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,9 +168,10 @@ func (c *KafkaConfig) SourceName(partition int) string {
 
 // Parse turns a record into a Document, or says why it cannot.
 func (c *KafkaConfig) Parse(r Record) (Document, *Reject) {
-	pos := fmt.Sprintf("offset %d", r.Offset)
-	src := c.SourceName(r.Partition)
-	fallback := fmt.Sprintf("%s/%d/%d", c.Topic, r.Partition, r.Offset)
+	off, part := strconv.FormatInt(r.Offset, 10), strconv.Itoa(r.Partition)
+	pos := "offset " + off
+	src := "kafka:" + c.Topic + "/" + part // SourceName, without fmt on every record
+	fallback := c.Topic + "/" + part + "/" + off
 	if len(r.Value) > c.MaxDocBytes {
 		return Document{}, &Reject{Source: src, Position: pos, DocKey: fallback, Reason: ReasonOversize,
 			Detail: fmt.Sprintf("%d-byte record, more than max_doc_bytes %d", len(r.Value), c.MaxDocBytes), Bytes: len(r.Value)}

@@ -94,11 +94,8 @@ func (p *Packer) Config() Config { return p.cfg }
 // The returned sequences are owned by the caller. A document with no tokens
 // (and no EOS) is ignored.
 func (p *Packer) Add(d Doc) []Sequence {
-	toks := d.Tokens
-	if p.cfg.AppendEOS {
-		toks = append(toks[:len(toks):len(toks)], p.cfg.EOS)
-	}
-	if len(toks) == 0 {
+	toks := docTokens{toks: d.Tokens, eos: p.cfg.EOS, hasEOS: p.cfg.AppendEOS}
+	if toks.len() == 0 {
 		return nil
 	}
 	if p.cfg.Mode == BestFit {
@@ -107,22 +104,50 @@ func (p *Packer) Add(d Doc) []Sequence {
 	return p.addConcat(d, toks)
 }
 
-func (p *Packer) addConcat(d Doc, toks []uint32) []Sequence {
+// docTokens is a document's tokens followed by the EOS the packer appends,
+// without copying them to append it.
+type docTokens struct {
+	toks   []uint32
+	eos    uint32
+	hasEOS bool
+}
+
+func (t docTokens) len() int {
+	if t.hasEOS {
+		return len(t.toks) + 1
+	}
+	return len(t.toks)
+}
+
+// take appends the first n tokens (n <= t.len()) to dst and returns the
+// rest.
+func (t docTokens) take(dst []uint32, n int) ([]uint32, docTokens) {
+	k := min(n, len(t.toks))
+	dst = append(dst, t.toks[:k]...)
+	t.toks = t.toks[k:]
+	if n > k {
+		dst = append(dst, t.eos)
+		t.hasEOS = false
+	}
+	return dst, t
+}
+
+func (p *Packer) addConcat(d Doc, toks docTokens) []Sequence {
 	var out []Sequence
 	L := p.cfg.SeqLen
 	first := true
-	for len(toks) > 0 {
+	for toks.len() > 0 {
 		if len(p.open) == 0 {
 			p.open = append(p.open, &Sequence{Tokens: make([]uint32, 0, L)})
 		}
 		cur := p.open[0]
-		n := min(L-len(cur.Tokens), len(toks))
+		n := min(L-len(cur.Tokens), toks.len())
 		cur.Spans = append(cur.Spans, Span{
 			DocKey: d.Key, Domain: d.Domain, Start: len(cur.Tokens), Length: n,
-			ContinuesFromPrev: !first, ContinuesInNext: n < len(toks),
+			ContinuesFromPrev: !first, ContinuesInNext: n < toks.len(),
 		})
-		cur.Tokens = append(cur.Tokens, toks[:n]...)
-		toks, first = toks[n:], false
+		cur.Tokens, toks = toks.take(cur.Tokens, n)
+		first = false
 		if len(cur.Tokens) == L {
 			out = append(out, *cur)
 			p.open = p.open[:0]
@@ -131,25 +156,28 @@ func (p *Packer) addConcat(d Doc, toks []uint32) []Sequence {
 	return out
 }
 
-func (p *Packer) addBestFit(d Doc, toks []uint32) []Sequence {
+func (p *Packer) addBestFit(d Doc, toks docTokens) []Sequence {
 	var out []Sequence
 	L := p.cfg.SeqLen
 	first := true
 	// Whole sequences first: a long document fills them alone.
-	for len(toks) >= L {
-		seq := Sequence{Tokens: append([]uint32(nil), toks[:L]...)}
-		seq.Spans = []Span{{DocKey: d.Key, Domain: d.Domain, Length: L, ContinuesFromPrev: !first, ContinuesInNext: len(toks) > L}}
+	for toks.len() >= L {
+		seq := Sequence{Tokens: make([]uint32, 0, L)}
+		more := toks.len() > L
+		seq.Tokens, toks = toks.take(seq.Tokens, L)
+		seq.Spans = []Span{{DocKey: d.Key, Domain: d.Domain, Length: L, ContinuesFromPrev: !first, ContinuesInNext: more}}
 		out = append(out, seq)
-		toks, first = toks[L:], false
+		first = false
 	}
-	if len(toks) == 0 {
+	if toks.len() == 0 {
 		return out
 	}
 	// The remainder goes where it leaves the least room (earliest on ties).
+	n := toks.len()
 	best := -1
 	for i, s := range p.open {
 		room := L - len(s.Tokens)
-		if room >= len(toks) && (best < 0 || room < L-len(p.open[best].Tokens)) {
+		if room >= n && (best < 0 || room < L-len(p.open[best].Tokens)) {
 			best = i
 		}
 	}
@@ -158,8 +186,8 @@ func (p *Packer) addBestFit(d Doc, toks []uint32) []Sequence {
 		best = len(p.open) - 1
 	}
 	s := p.open[best]
-	s.Spans = append(s.Spans, Span{DocKey: d.Key, Domain: d.Domain, Start: len(s.Tokens), Length: len(toks), ContinuesFromPrev: !first})
-	s.Tokens = append(s.Tokens, toks...)
+	s.Spans = append(s.Spans, Span{DocKey: d.Key, Domain: d.Domain, Start: len(s.Tokens), Length: n, ContinuesFromPrev: !first})
+	s.Tokens, _ = toks.take(s.Tokens, n)
 	if len(s.Tokens) == L {
 		out = append(out, *s)
 		p.open = append(p.open[:best], p.open[best+1:]...)

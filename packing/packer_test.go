@@ -235,6 +235,20 @@ func TestSequenceBinaryRoundTripAndCorruption(t *testing.T) {
 	}
 }
 
+// The encoding is pinned byte for byte: tokens are little-endian uint32
+// whatever the machine (readers copy them straight into .npy shards).
+func TestSequenceBinaryLayout(t *testing.T) {
+	s := Sequence{Tokens: []uint32{0x04030201, 7}, Spans: []Span{{DocKey: "d", Domain: "x", Start: 0, Length: 2, ContinuesInNext: true}}}
+	b, _ := s.MarshalBinary()
+	want := []byte{1, 2, 1, 2, 3, 4, 7, 0, 0, 0, 1, 1, 'd', 1, 'x', 0, 2, 2}
+	if !reflect.DeepEqual(b, want) {
+		t.Fatalf("encoding % x, want % x", b, want)
+	}
+	if b2, _ := s.AppendBinary([]byte("pre")); string(b2[:3]) != "pre" || !reflect.DeepEqual(b2[3:], want) {
+		t.Fatalf("AppendBinary % x", b2)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []Config{{SeqLen: 1, Mode: Concat}, {SeqLen: 8, Mode: "zigzag"}, {SeqLen: 8, Mode: BestFit, MaxOpen: 300}} {
 		if err := c.Validate(); err == nil {

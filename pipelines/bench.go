@@ -34,18 +34,18 @@ type BenchIngestConfig struct {
 
 // BenchIngestResult is one run's figures.
 type BenchIngestResult struct {
-	Docs, Bytes              int
-	TokenizeSeconds          float64
-	TokenizeMBps             float64
-	IngestSeconds            float64
-	IngestDocsPerSec         float64
-	IngestMBps               float64
-	Ratio                    float64 // ingest MB/s ÷ tokenize-only MB/s
+	Docs, Bytes      int
+	TokenizeSeconds  float64
+	TokenizeMBps     float64
+	IngestSeconds    float64
+	IngestDocsPerSec float64
+	IngestMBps       float64
+	Ratio            float64 // ingest MB/s ÷ tokenize-only MB/s
 	// CPU seconds of this process: the fastest tokenize-only pass, and the
 	// timed ingest (sampled every 10 ms). Their ratio is the CPU cost of
 	// everything but tokenizing, and depends less on other load than
 	// Ratio does. The broker's CPU is not included.
-	TokenizeCPU, IngestCPU float64
+	TokenizeCPU, IngestCPU   float64
 	LagRate                  float64
 	LagMeanSec, LagMaxSec    float64
 	LagDocs                  int

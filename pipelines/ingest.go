@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/emopipe/emopipe/ingest"
 	"github.com/emopipe/emopipe/packing"
@@ -33,10 +34,13 @@ type IngestConfig struct {
 	DLQTopic string
 	// CommitInterval bounds how long read records wait before their commit
 	// (default 1 s); CommitSequences commits earlier once that many
-	// sequences wait (default 512).
+	// sequences wait (default 512). A partition's commit runs while its
+	// next records are fetched and tokenized; its commits stay in order.
 	CommitInterval  time.Duration
 	CommitSequences int
-	// FetchMax is the most records handled in one step (default 2000).
+	// FetchMax is the most records one fetch returns (default 2000); they
+	// are handled 256 at a time, each part followed by a commit if one is
+	// due.
 	FetchMax int
 	// IdleExit stops the ingester once no record has arrived for this long
 	// (benchmarks, tests, one-off catch-up). Zero runs until cancelled.
@@ -46,8 +50,9 @@ type IngestConfig struct {
 	// Log receives one line per event worth knowing (generations,
 	// retries); nil means stderr.
 	Log io.Writer
-	// Throttle, if set, is called before each fetch; it blocks while the
-	// consumer of the store is too far behind (emopipe run).
+	// Throttle, if set, is called before each fetch, once the partition's
+	// commit in flight has settled; it blocks while the consumer of the
+	// store is too far behind (emopipe run).
 	Throttle func(ctx context.Context) error
 }
 
@@ -96,9 +101,11 @@ type Ingester struct {
 	// pending holds keys accepted by any partition but not yet final.
 	pending *keySet
 	group   *ingest.Group
-	// encodeMu lets one partition tokenise at a time: EncodeBatch already
-	// uses every core, and interleaving partitions only thrashes caches.
-	encodeMu sync.Mutex
+	// tokens tokenizes for every partition, on GOMAXPROCS goroutines
+	// (Run owns them).
+	tokens *tokenPool
+	// partitions holds a *sync.Mutex per partition, held by its worker.
+	partitions sync.Map
 }
 
 // Ingest opens the store and runs an ingester until ctx is cancelled (or
@@ -176,6 +183,8 @@ func (in *Ingester) logf(format string, a ...any) {
 // Run consumes until ctx is cancelled. Shutdown order: stop fetching,
 // commit what was read (stage, offset, finalize), leave the group.
 func (in *Ingester) Run(ctx context.Context) error {
+	in.tokens = newTokenPool(in.cfg.Tokenizer)
+	defer in.tokens.close() // after the group's close has stopped the partition workers
 	group, err := ingest.JoinGroup(&in.cfg.Kafka)
 	if err != nil {
 		return err
@@ -201,19 +210,27 @@ func (in *Ingester) Run(ctx context.Context) error {
 	if in.cfg.Progress != nil {
 		go every(ctx, 250*time.Millisecond, func() bool { prog.Update(in.progressLine); return true })
 	}
-	backoff := time.Second
+	// kafka-go paces the join attempts itself (JoinGroupBackoff after each
+	// failure) and hands over each outcome only when Next asks: a backoff
+	// here on top would hold a generation that is already there (after a
+	// broker restart it once doubled the pause, past --idle-exit). So only
+	// the log is paced.
+	var failures int
+	var lastLog time.Time
 	for ctx.Err() == nil {
 		gen, err := group.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			in.logf("joining group %q: %v (retrying in %v)", in.cfg.Kafka.Group, err, backoff)
-			sleepCtx(ctx, backoff)
-			backoff = min(2*backoff, 30*time.Second)
+			if failures++; time.Since(lastLog) >= 10*time.Second {
+				in.logf("joining group %q: %v (attempt %d, retrying)", in.cfg.Kafka.Group, err, failures)
+				lastLog = time.Now()
+			}
+			sleepCtx(ctx, 100*time.Millisecond) // a guard against a tight loop
 			continue
 		}
-		backoff = time.Second
+		failures, lastLog = 0, time.Time{}
 		owned := map[int]bool{}
 		var parts []string
 		for _, a := range gen.Partitions {
@@ -288,6 +305,12 @@ func (in *Ingester) loadState(src string) (partitionState, bool, error) {
 // partition consumes one assigned partition until the generation ends or
 // ctx is cancelled.
 func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation, a ingest.Assignment) error {
+	// kafka-go does not wait for a worker started in a generation that has
+	// just ended, so the next generation's worker of the same partition
+	// could overlap it: it waits here until that one has returned.
+	mu, _ := in.partitions.LoadOrStore(a.Partition, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	kc := &in.cfg.Kafka
 	src := kc.SourceName(a.Partition)
 	state, _, err := in.loadState(src)
@@ -325,9 +348,28 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 	}()
 
 	w := &partitionWork{in: in, gen: gen, partition: a.Partition, src: src, packer: packer,
-		ps: newPackStage(in.st, packer, in.pending), next: start, committed: start, ownStart: start, lastCommit: time.Now()}
+		ps: newPackStage(in.st, packer, in.pending), next: start, sent: start, committed: start, ownStart: start, lastCommit: time.Now()}
+	// The commit in flight must end before the generation does.
+	defer w.wait()
+	// lost handles a batch the group moved on without: its records, and
+	// those read after it, belong to the partition's next owner.
+	lost := func() error {
+		in.logf("partition %d: offset commit refused (generation %d over); batch discarded", a.Partition, gen.ID)
+		w.ps.reset()
+		return w.reloadAndFlush(gctx.Err() != nil && ctx.Err() == nil)
+	}
 	for {
 		if in.cfg.Throttle != nil {
+			// The throttle counts committed sequences: settle the commit in
+			// flight first, so that an ingester held back by it overshoots
+			// by one uncommitted batch and one fetch per partition, as
+			// without overlapped commits.
+			if landed, err := w.settle(); err != nil || !landed {
+				if err != nil {
+					return err
+				}
+				return lost()
+			}
 			t0 := time.Now()
 			in.busy.Add(1) // a throttled ingester is held back, not idle
 			err := in.cfg.Throttle(both)
@@ -339,16 +381,16 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 				return err
 			}
 		}
-		tf := time.Now()
 		recs, ferr := reader.Fetch(both, in.cfg.FetchMax, 200*time.Millisecond)
-		if len(recs) > 0 { dbg("p%d fetch %d recs %v", a.Partition, len(recs), time.Since(tf)) }
-		in.busy.Add(1)
-		err := w.handle(recs)
-		if err != nil {
-			in.busy.Add(-1)
-			return err
+		// A commit that ended refused ends the partition's work at once,
+		// also when no record follows it (a fetch waits 200 ms at most).
+		if landed, err := w.poll(); err != nil || !landed {
+			if err != nil {
+				return err
+			}
+			return lost()
 		}
-		in.m.Set("emopipe_ingest_lag_records", float64(reader.Lag()), "partition", strconv.Itoa(a.Partition))
+		in.busy.Add(1)
 		if ferr != nil && both.Err() == nil {
 			in.logf("partition %d: %v (retrying)", a.Partition, ferr)
 			sleepCtx(both, time.Second)
@@ -358,25 +400,40 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 		// now rather than at the interval, so a quiet stream's records are
 		// final within one fetch.
 		caughtUp := len(recs) < in.cfg.FetchMax
-		if stopping || w.due() || caughtUp && w.next != w.committed {
-			landed, err := w.commit()
-			if err != nil {
+		// A fetch is handled in parts, so that a due commit starts early
+		// and runs while the rest is tokenized, and the last is small.
+		for i := 0; i == 0 || i < len(recs); i += handleRecords {
+			if err := w.handle(recs[i:min(i+handleRecords, len(recs))]); err != nil {
 				in.busy.Add(-1)
 				return err
 			}
-			if !landed {
-				// The group moved on without this batch: its records belong
-				// to the partition's next owner.
-				in.logf("partition %d: offset commit refused (generation %d over); batch discarded", a.Partition, gen.ID)
-				in.busy.Add(-1)
-				return w.reloadAndFlush(gctx.Err() != nil && ctx.Err() == nil)
+			last := i+handleRecords >= len(recs)
+			if w.due() || last && (stopping || caughtUp && w.next != w.sent) {
+				// The commit runs while the next records are tokenized; the
+				// one before it is settled first.
+				landed, err := w.commit()
+				if err != nil {
+					in.busy.Add(-1)
+					return err
+				}
+				if !landed {
+					in.busy.Add(-1)
+					return lost()
+				}
 			}
 		}
+		in.m.Set("emopipe_ingest_lag_records", float64(reader.Lag()), "partition", strconv.Itoa(a.Partition))
 		if len(recs) > 0 {
 			in.lastIn.Store(time.Now().UnixNano()) // handling took time; idleness starts now
 		}
 		in.busy.Add(-1)
 		if stopping {
+			if landed, err := w.settle(); err != nil || !landed {
+				if err != nil {
+					return err
+				}
+				return lost()
+			}
 			break
 		}
 	}
@@ -398,9 +455,19 @@ type partitionWork struct {
 	ps         *packStage
 	dead       []ingest.DeadLetter
 	next       int64 // offset after the last record handled
-	committed  int64 // offset the last commit reached
+	sent       int64 // offset the last commit started reaches
+	committed  int64 // offset the last final commit reached
 	ownStart   int64 // where this ownership began (commit metadata)
 	lastCommit time.Time
+	// flight is the outcome of the commit in flight (nil if none), and
+	// flightEnd the offset it reaches.
+	flight    chan commitResult
+	flightEnd int64
+}
+
+type commitResult struct {
+	landed bool
+	err    error
 }
 
 func (w *partitionWork) handle(recs []ingest.Record) error {
@@ -427,14 +494,10 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 	}
 	texts := make([]string, len(docs))
 	for i := range docs {
-		texts[i] = string(docs[i].Text)
+		// No copy: a parsed document's text is never written again.
+		texts[i] = unsafe.String(unsafe.SliceData(docs[i].Text), len(docs[i].Text))
 	}
-	dbg("p%d parsed %d", w.partition, len(docs))
-	in.encodeMu.Lock()
-	dbg("p%d tok start", w.partition)
-	ids := in.cfg.Tokenizer.EncodeBatch(texts)
-	in.encodeMu.Unlock()
-	dbg("p%d tok end", w.partition)
+	ids := in.tokens.encode(texts)
 	before := len(w.ps.batch.Sequences)
 	for i := range docs {
 		d := &docs[i]
@@ -465,19 +528,93 @@ func (w *partitionWork) reject(r *ingest.Reject, rec ingest.Record) {
 	w.ps.reject(r)
 }
 
+// handleRecords is the most records handled between two looks at whether
+// a commit is due.
+const handleRecords = 256
+
 func (w *partitionWork) due() bool {
-	if w.next == w.committed {
+	if w.next == w.sent {
 		return false
 	}
 	return w.ps.pendingSequences() >= w.in.cfg.CommitSequences || time.Since(w.lastCommit) >= w.in.cfg.CommitInterval
 }
 
-// commit runs the protocol of packing/store/stage.go for the pending
-// batch. It reports whether the batch became final.
+// commit starts the protocol of packing/store/stage.go for the pending
+// batch, after settling the commit before it. It reports false if that
+// one did not become final (the generation is over): then nothing new
+// starts.
 func (w *partitionWork) commit() (bool, error) {
-	if w.next == w.committed {
+	if w.next == w.sent {
 		return true, nil
 	}
+	if landed, err := w.settle(); err != nil || !landed {
+		return landed, err
+	}
+	tail, err := w.packer.MarshalState()
+	if err != nil {
+		return false, err
+	}
+	state, _ := json.Marshal(partitionState{Next: w.next, Tail: tail})
+	batch, keys := w.ps.detach()
+	batch.Sources = map[string][]byte{w.src: state}
+	dead := w.dead
+	w.dead = nil
+	end := w.next
+	in := w.in
+	in.busy.Add(1) // a commit in flight is work, not idleness
+	done := make(chan commitResult, 1)
+	w.flight, w.flightEnd, w.sent, w.lastCommit = done, end, end, time.Now()
+	go func() {
+		defer in.busy.Add(-1)
+		landed, err := w.run(&batch, dead, end)
+		// Reserved ids are released once they are in the store, or when
+		// the batch is discarded (its next owner reads them again).
+		in.pending.release(keys)
+		done <- commitResult{landed, err}
+	}()
+	return true, nil
+}
+
+// settle waits for the commit in flight, if any, and reports whether it
+// became final.
+func (w *partitionWork) settle() (bool, error) {
+	if w.flight == nil {
+		return true, nil
+	}
+	return w.result(<-w.flight)
+}
+
+// poll is settle if the commit in flight has ended, and reports true
+// otherwise.
+func (w *partitionWork) poll() (bool, error) {
+	select {
+	case r := <-w.flight: // a nil channel is never ready
+		return w.result(r)
+	default:
+		return true, nil
+	}
+}
+
+func (w *partitionWork) result(r commitResult) (bool, error) {
+	w.flight = nil
+	if r.err == nil && r.landed {
+		w.committed = w.flightEnd
+	}
+	return r.landed, r.err
+}
+
+// wait lets the commit in flight end, whatever its outcome.
+func (w *partitionWork) wait() {
+	if w.flight != nil {
+		<-w.flight
+		w.flight = nil
+	}
+}
+
+// run makes one batch, which reaches offset end, final: dead letters,
+// stage, Kafka offset commit, finalize (or discard). It runs beside the
+// partition's next fetch, so it touches nothing of w that changes.
+func (w *partitionWork) run(batch *store.Batch, dead []ingest.DeadLetter, end int64) (bool, error) {
 	in := w.in
 	t0 := time.Now()
 	// A bounded context of its own: commits also run during shutdown.
@@ -485,36 +622,25 @@ func (w *partitionWork) commit() (bool, error) {
 	defer cancel()
 	if in.dlq != nil {
 		// Before the commit: dead letters are at-least-once, never lost.
-		if err := in.dlq.Send(ctx, w.dead); err != nil {
+		if err := in.dlq.Send(ctx, dead); err != nil {
 			return false, err
 		}
 	}
-	w.dead = nil
-	tail, err := w.packer.MarshalState()
-	if err != nil {
-		return false, err
-	}
-	state, _ := json.Marshal(partitionState{Next: w.next, Tail: tail})
-	batch := w.ps.batch
-	batch.Sources = map[string][]byte{w.src: state}
-	token := fmt.Sprintf("%s/%d/%d", w.gen.MemberID, w.gen.ID, w.next)
+	token := fmt.Sprintf("%s/%d/%d", w.gen.MemberID, w.gen.ID, end)
 	// Encoded once: the staged value holds the final values.
-	sb, err := in.st.Stage(&batch, w.src, w.next, token)
+	sb, err := in.st.Stage(batch, w.src, end, token)
 	if err != nil {
 		return false, err
 	}
-	dbg("p%d staged %d bytes", w.partition, sb.Size())
 	meta := commitMetadata(w.ownStart, token)
-	landed := w.gen.Commit(ctx, w.partition, w.next, meta) == nil
+	landed := w.gen.Commit(ctx, w.partition, end, meta) == nil
 	if !landed {
-		if landed, err = in.landed(ctx, w.partition, w.next, token); err != nil {
+		if landed, err = in.landed(ctx, w.partition, end, token); err != nil {
 			return false, err // stays staged; resolved at the next start
 		}
 	}
-	dbg("p%d kafka commit", w.partition)
 	if landed {
 		_, err = in.st.Finalize(sb)
-		dbg("p%d final", w.partition)
 		in.m.Add("emopipe_ingest_commits_total", 1, "outcome", "final")
 		// End-to-end lag: from the record's Kafka timestamp to its commit.
 		now := time.Now().UnixMilli()
@@ -536,11 +662,6 @@ func (w *partitionWork) commit() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	w.ps.reset()
-	if landed {
-		w.committed = w.next
-	}
-	w.lastCommit = time.Now()
 	in.lastIn.Store(time.Now().UnixNano()) // a slow commit is not idleness
 	in.m.Add("emopipe_ingest_commit_seconds_total", time.Since(t0).Seconds())
 	return landed, nil
@@ -684,12 +805,4 @@ func (in *Ingester) flushOrphanTails(owned map[int]bool) error {
 		}
 	}
 	return nil
-}
-
-var dbgT0 = time.Now()
-
-func dbg(f string, a ...any) {
-	if os.Getenv("EMOPIPE_DBG") != "" {
-		fmt.Fprintf(os.Stderr, "%8.3f "+f+"\n", append([]any{time.Since(dbgT0).Seconds()}, a...)...)
-	}
 }

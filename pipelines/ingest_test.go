@@ -128,3 +128,47 @@ func TestIngestDeadLetterTopic(t *testing.T) {
 		t.Fatalf("%d documents stored, want 23 (3 good lines + 20 gz)", len(c.Records))
 	}
 }
+
+// The SASL options against a real broker's SASL_PLAINTEXT listener: the
+// sample goes in over SCRAM-SHA-512 and is ingested over SCRAM-SHA-256 and
+// over PLAIN (a group and a store each); a wrong password is refused.
+func TestIngestOverSASL(t *testing.T) {
+	if !kafkatest.Available() {
+		t.Skip("needs a real broker: EMOPIPE_KAFKA=1")
+	}
+	const user, password = "emo", "s3cret-pw"
+	in := kafkatest.StartSASL(t, user, password)
+	sasl := func(mechanism, pw string) ingest.KafkaConfig {
+		kc := ingest.DefaultKafkaConfig()
+		kc.Brokers, kc.Topic = []string{in.SASLAddr()}, "secure"
+		kc.SASL, kc.User, kc.Password = mechanism, user, pw
+		return kc
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// kafka-go's client reports a failed authentication as an unreachable
+	// broker; the same call with the right password succeeds.
+	for _, mechanism := range []string{"scram-sha-256", "scram-sha-512", "plain"} {
+		bad := sasl(mechanism, "wrong")
+		if err := bad.CreateTopic(ctx, "t-"+mechanism, 1); err == nil {
+			t.Fatalf("%s with a wrong password: topic created", mechanism)
+		}
+		good := sasl(mechanism, password)
+		if err := good.CreateTopic(ctx, "t-"+mechanism, 1); err != nil {
+			t.Fatalf("%s: %v", mechanism, err)
+		}
+	}
+	if _, err := Produce(ctx, ProduceConfig{Kafka: sasl("scram-sha-512", password), Inputs: []string{sampleCorpus}, Partitions: 2, Compression: "lz4"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, mechanism := range []string{"scram-sha-256", "plain"} {
+		dir := t.TempDir()
+		cfg := ingestCfg(t, nil, "secure", dir)
+		cfg.Kafka = sasl(mechanism, password)
+		cfg.Kafka.Group, cfg.Kafka.SessionTimeout = "g-"+mechanism, 6*time.Second
+		if err := Ingest(ctx, cfg); err != nil {
+			t.Fatalf("ingest over %s: %v", mechanism, err)
+		}
+		checkSampleIngested(t, dir)
+	}
+}

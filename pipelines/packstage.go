@@ -178,6 +178,14 @@ func (ps *packStage) commit(source string, state []byte) error {
 	return nil
 }
 
+// detach hands the batch and its reserved keys over to a commit, which
+// releases the keys when it is done, and starts an empty batch.
+func (ps *packStage) detach() (store.Batch, []string) {
+	b, keys := ps.batch, ps.mine
+	ps.batch, ps.mine = store.Batch{}, nil
+	return b, keys
+}
+
 // reset forgets the batch (committed or discarded) and releases its keys.
 func (ps *packStage) reset() {
 	ps.batch = store.Batch{}

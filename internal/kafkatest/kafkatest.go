@@ -50,7 +50,12 @@ type Instance struct {
 	Dir            string // data dir (server.properties, broker.log, data/)
 	Port           int
 	ControllerPort int
-	script         string
+	// SASLPort, when set, is a SASL_PLAINTEXT listener (SCRAM-SHA-256,
+	// SCRAM-SHA-512 and PLAIN) for SASLUser and SASLPassword (StartSASL).
+	SASLPort     int
+	SASLUser     string
+	SASLPassword string
+	script       string
 
 	mu      sync.Mutex
 	running bool
@@ -162,6 +167,29 @@ func Start(t testing.TB) *Instance {
 	return in
 }
 
+// StartSASL is Start with a second listener, SASL_PLAINTEXT on SASLAddr,
+// where user authenticates with password by SCRAM-SHA-256, SCRAM-SHA-512
+// or PLAIN (the SCRAM credentials are made when the storage is formatted).
+func StartSASL(t testing.TB, user, password string) *Instance {
+	t.Helper()
+	script, err := Script()
+	if err != nil {
+		t.Fatalf("kafkatest: %v", err)
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		t.Fatalf("kafkatest: %v", err)
+	}
+	in := &Instance{Dir: t.TempDir(), Port: ports[0], ControllerPort: ports[1], SASLPort: ports[2],
+		SASLUser: user, SASLPassword: password, script: script}
+	t.Cleanup(func() { in.stop(t, false) })
+	in.Start(t)
+	return in
+}
+
+// SASLAddr is the SASL_PLAINTEXT bootstrap address (StartSASL).
+func (in *Instance) SASLAddr() string { return "127.0.0.1:" + strconv.Itoa(in.SASLPort) }
+
 // Lookup returns the Instance behind brokers (as returned by Broker), or nil
 // for an external broker.
 func Lookup(brokers []string) *Instance {
@@ -219,11 +247,15 @@ func (in *Instance) start() (string, error) {
 	if in.running {
 		return "", nil
 	}
-	out, err := in.run(4*time.Minute, "start",
+	args := []string{"start",
 		"--dir", in.Dir,
 		"--port", strconv.Itoa(in.Port),
 		"--controller-port", strconv.Itoa(in.ControllerPort),
-		"--watch-pid", strconv.Itoa(os.Getpid()))
+		"--watch-pid", strconv.Itoa(os.Getpid())}
+	if in.SASLPort != 0 {
+		args = append(args, "--sasl-port", strconv.Itoa(in.SASLPort), "--sasl-user", in.SASLUser+":"+in.SASLPassword)
+	}
+	out, err := in.run(4*time.Minute, args...)
 	if err != nil {
 		return out, fmt.Errorf("kafka.sh start: %w", err)
 	}

@@ -4,8 +4,9 @@
 // (later) trainer state.
 //
 // The key types are Store (Open, Commit, Sequence), Batch (what one
-// transaction makes durable together) and Reader (a seeded, shuffled,
-// resumable walk over the sequences for training).
+// transaction makes durable together), StagedBatch (Stage, Finalize: a
+// batch whose commit point is outside the store, see stage.go) and Reader
+// (a seeded, shuffled, resumable walk over the sequences for training).
 //
 // Exactly-once ingestion rests on one rule: the sequences a source
 // produced, the documents it accepted, its rejects, and its position and

@@ -125,7 +125,7 @@ type Batch struct {
 	// State holds trainer state entries (name → value) to write atomically
 	// with the rest.
 	State map[string][]byte
-	// Stage saves staged batches (source → encoded batch, see StageBatch)
+	// Stage saves staged values (source → encoded batch, see Store.Stage)
 	// and Unstage deletes them, in the same transaction.
 	Stage   map[string][]byte
 	Unstage []string

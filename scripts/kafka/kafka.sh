@@ -13,6 +13,12 @@
 #   --dir D              data/state dir; a formatted D is restarted without formatting.
 #                        Without --dir a temp dir is made and removed again by `stop`.
 #   --partitions N       num.partitions for auto-created topics (default 1)
+#   --sasl-port N        also a SASL_PLAINTEXT listener on 127.0.0.1:N (0 = a free port;
+#                        a restart reuses the stored one) with SCRAM-SHA-256,
+#                        SCRAM-SHA-512 and PLAIN enabled
+#   --sasl-user U:P      the user of that listener: a SCRAM credential (both SHA-256 and
+#                        SHA-512) made at format time (kafka-storage format --add-scram),
+#                        and the PLAIN login; needs --sasl-port, and a fresh --dir
 #   --set key=value      extra server.properties line (repeatable)
 #   --timeout S          seconds to wait for the broker (default 120)
 #   --watch-pid PID      stop the broker when PID exits (tests pass their own pid so a
@@ -22,7 +28,8 @@
 #      ~/.cache/emopipe/kafka-$KAFKA_VERSION), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g),
 #      KAFKA_LOG_LEVEL (root log level, default WARN), MVN (default mvn).
 #
-# Prints KAFKA_BROKERS=127.0.0.1:PORT on stdout once the broker serves requests.
+# Prints KAFKA_BROKERS=127.0.0.1:PORT on stdout once the broker serves requests (and
+# KAFKA_SASL_BROKERS=127.0.0.1:SASL_PORT with --sasl-port).
 # Files in the data dir: server.properties, broker.env, kafka.pid, broker.log, data/.
 set -euo pipefail
 
@@ -126,7 +133,14 @@ api_versions_ok() {
 }
 
 random_cluster_id() { # 16 random bytes, base64url without padding (Kafka Uuid format)
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+  # Not starting with '-' (1 id in 64 would): the format tool would read it
+  # as an option ("argument --cluster-id/-t: expected one argument"), and
+  # Kafka's own Uuid.randomUuid() avoids such ids too.
+  local id=-
+  while [ "${id#-}" != "$id" ]; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  done
+  printf '%s' "$id"
 }
 
 pid_alive() { # pid is alive and is our broker for dir $2
@@ -146,10 +160,12 @@ resolve_dir() { # --dir or the last started dir
 
 # ---------------------------------------------------------------- start
 cmd_start() {
-  local port="" cport="" dir="" partitions=1 timeout_s=120 watch_pid="" sets=()
+  local port="" cport="" sport="" sasl_user="" dir="" partitions=1 timeout_s=120 watch_pid="" sets=()
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --port) port=$2; shift 2 ;;
+      --sasl-port) sport=$2; shift 2 ;;
+      --sasl-user) sasl_user=$2; shift 2 ;;
       --controller-port) cport=$2; shift 2 ;;
       --dir) dir=$2; shift 2 ;;
       --partitions) partitions=$2; shift 2 ;;
@@ -173,16 +189,23 @@ cmd_start() {
     source "$dir/broker.env"
     log "already running (pid $(cat "$dir/kafka.pid")) in $dir"
     echo "KAFKA_BROKERS=127.0.0.1:$PORT"
+    [[ -n "${SASL_PORT:-}" ]] && echo "KAFKA_SASL_BROKERS=127.0.0.1:$SASL_PORT"
     return 0
   fi
 
   # Restart of an existing dir: keep its ports (clients and stored metadata know them).
   if [[ -f "$dir/broker.env" ]]; then
-    local PORT="" CONTROLLER_PORT=""
+    local PORT="" CONTROLLER_PORT="" SASL_PORT="" SASL_USER=""
     # shellcheck disable=SC1091
     source "$dir/broker.env"
     [[ -z "$port" ]] && port=$PORT
     [[ -z "$cport" ]] && cport=$CONTROLLER_PORT
+    [[ -z "$sport" ]] && sport=$SASL_PORT
+    [[ -z "$sasl_user" ]] && sasl_user=$SASL_USER
+  fi
+  if [[ -n "$sasl_user" ]]; then
+    [[ -n "$sport" ]] || die "--sasl-user needs --sasl-port"
+    [[ "$sasl_user" =~ ^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$ ]] || die "--sasl-user wants USER:PASSWORD of letters, digits, _ . -"
   fi
   [[ -z "$port" ]] && port=9092
   [[ "$port" == 0 ]] && port=$(free_port)
@@ -190,7 +213,9 @@ cmd_start() {
     cport=$((port + 1))
     if port_in_use "$cport"; then cport=$(free_port); fi
   fi
+  [[ "$sport" == 0 ]] && sport=$(free_port)
   port_in_use "$port" && die "127.0.0.1:$port is already in use"
+  [[ -n "$sport" ]] && port_in_use "$sport" && die "SASL port 127.0.0.1:$sport is already in use"
   port_in_use "$cport" && die "controller port 127.0.0.1:$cport is already in use"
 
   # -- server.properties (rewritten on every start so option changes apply)
@@ -220,6 +245,21 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
+  if [[ -n "$sport" ]]; then
+    sed -i "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport,CONTROLLER://127.0.0.1:$cport|
+      s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport|
+      s|^listener.security.protocol.map=.*|listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT|" \
+      "$dir/server.properties"
+    local plain_users=""
+    [[ -n "$sasl_user" ]] && plain_users=" user_${sasl_user%%:*}=\"${sasl_user#*:}\""
+    cat >>"$dir/server.properties" <<EOF
+# SASL_PLAINTEXT listener (--sasl-port); SCRAM users live in the cluster metadata
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain_users;
+EOF
+  fi
   local kv
   for kv in "${sets[@]+"${sets[@]}"}"; do echo "$kv" >>"$dir/server.properties"; done
 
@@ -227,8 +267,13 @@ EOF
   if [[ ! -f "$dir/data/meta.properties" ]]; then
     local cid
     cid=$(random_cluster_id)
+    local scram=()
+    if [[ -n "$sasl_user" ]]; then
+      scram=(--add-scram "SCRAM-SHA-256=[name=${sasl_user%%:*},password=${sasl_user#*:}]"
+             --add-scram "SCRAM-SHA-512=[name=${sasl_user%%:*},password=${sasl_user#*:}]")
+    fi
     if ! "$JAVA" -Xmx256m -Dlog4j2.configurationFile="$SCRIPT_DIR/log4j2.xml" -cp "$LIBS/*" \
-          kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" \
+          kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" "${scram[@]+"${scram[@]}"}" \
           >"$dir/format.log" 2>&1; then
       cat "$dir/format.log" >&2
       die "kafka-storage format failed"
@@ -239,6 +284,8 @@ EOF
   cat >"$dir/broker.env" <<EOF
 PORT=$port
 CONTROLLER_PORT=$cport
+SASL_PORT=$sport
+SASL_USER=$sasl_user
 KAFKA_VERSION=$KAFKA_VERSION
 EOF
   mkdir -p "$(dirname "$LAST_DIR_FILE")"
@@ -287,6 +334,8 @@ EOF
   done
   log "Kafka $KAFKA_VERSION ready on 127.0.0.1:$port (pid $pid, dir $dir) in $((SECONDS - t0))s"
   echo "KAFKA_BROKERS=127.0.0.1:$port"
+  [[ -n "$sport" ]] && echo "KAFKA_SASL_BROKERS=127.0.0.1:$sport"
+  return 0
 }
 
 # ---------------------------------------------------------------- stop

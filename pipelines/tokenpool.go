@@ -1,0 +1,83 @@
+package pipelines
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/emopipe/emopipe/tokenize"
+)
+
+// tokenPool tokenizes for every partition of an ingester on GOMAXPROCS
+// goroutines, first come first served. Each call's texts are cut into
+// small chunks, so the cores stay busy while any partition has text
+// waiting (one EncodeBatch per partition at a time left a core idle at the
+// end of each batch), and the call that came first finishes first.
+type tokenPool struct {
+	tok    *tokenize.Tokenizer
+	chunks chan tokenChunk
+	wg     sync.WaitGroup
+}
+
+// tokenChunk is texts[lo:hi] of one encode call; done counts the call's
+// unfinished chunks.
+type tokenChunk struct {
+	texts  []string
+	out    [][]uint32
+	lo, hi int
+	done   *sync.WaitGroup
+}
+
+// chunkBytes bounds a chunk: small enough to balance the workers, large
+// enough that handing chunks over costs nothing.
+const chunkBytes = 64 << 10
+
+func newTokenPool(tok *tokenize.Tokenizer) *tokenPool {
+	p := &tokenPool{tok: tok, chunks: make(chan tokenChunk, 1024)}
+	for range runtime.GOMAXPROCS(0) {
+		p.wg.Add(1)
+		go p.work()
+	}
+	return p
+}
+
+func (p *tokenPool) work() {
+	defer p.wg.Done()
+	var slab []uint32 // results share chunks of ids, as EncodeBatch's do
+	for c := range p.chunks {
+		for i := c.lo; i < c.hi; i++ {
+			// A text has at most one id per byte: reserve that much so
+			// that the ids are appended in place.
+			if need := len(c.texts[i]) + 1; cap(slab)-len(slab) < need {
+				slab = make([]uint32, 0, max(64<<10, need))
+			}
+			at := len(slab)
+			slab = p.tok.AppendEncode(slab, c.texts[i])
+			c.out[i] = slab[at:len(slab):len(slab)]
+		}
+		c.done.Done()
+	}
+}
+
+// encode returns the ids of each text, as EncodeBatch does.
+func (p *tokenPool) encode(texts []string) [][]uint32 {
+	out := make([][]uint32, len(texts))
+	var done sync.WaitGroup
+	for lo := 0; lo < len(texts); {
+		hi, n := lo, 0
+		for hi < len(texts) && (hi == lo || n+len(texts[hi]) <= chunkBytes) {
+			n += len(texts[hi])
+			hi++
+		}
+		done.Add(1)
+		p.chunks <- tokenChunk{texts: texts, out: out, lo: lo, hi: hi, done: &done}
+		lo = hi
+	}
+	done.Wait()
+	return out
+}
+
+// close stops the workers once every call has returned.
+func (p *tokenPool) close() {
+	close(p.chunks)
+	p.wg.Wait()
+}

@@ -1,0 +1,37 @@
+package pipelines
+
+import (
+	"slices"
+	"sync"
+	"testing"
+)
+
+// The pool gives EncodeBatch's ids, also with several partitions calling
+// at once, for texts of every size (empty, under and over a chunk).
+func TestTokenPoolMatchesEncodeBatch(t *testing.T) {
+	tok := dolma2(t)
+	var texts []string
+	for _, d := range readSample(t) {
+		texts = append(texts, string(d.Text))
+	}
+	texts = append(texts, "", " ", string(make([]byte, chunkBytes+1)))
+	want := tok.EncodeBatch(texts)
+	p := newTokenPool(tok)
+	defer p.close()
+	var wg sync.WaitGroup
+	for c := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			part := texts[c*len(texts)/4 : (c+1)*len(texts)/4]
+			got := p.encode(part)
+			for i := range part {
+				if !slices.Equal(got[i], want[c*len(texts)/4+i]) {
+					t.Errorf("text %d: pool ids differ from EncodeBatch's", c*len(texts)/4+i)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -13,6 +13,8 @@ import (
 	"github.com/emopipe/emopipe/ingest"
 	"github.com/emopipe/emopipe/packing"
 	"github.com/emopipe/emopipe/tokenize"
+
+	"github.com/emopipe/emopipe/internal/procstat"
 )
 
 // BenchIngestConfig configures BenchIngest.
@@ -121,13 +123,13 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			if err != nil {
 				return err
 			}
-			t0, c0 := time.Now(), processCPU()
+			t0, c0 := time.Now(), procstat.CPU()
 			for i := 0; i < len(texts); i += batch {
 				tok.EncodeBatch(texts[i:min(i+batch, len(texts))])
 			}
 			if s := time.Since(t0).Seconds(); r.TokenizeSeconds == 0 || s < r.TokenizeSeconds {
 				r.TokenizeSeconds = s
-				r.TokenizeCPU = (processCPU() - c0).Seconds()
+				r.TokenizeCPU = (procstat.CPU() - c0).Seconds()
 			}
 		}
 		return nil
@@ -274,7 +276,7 @@ func sampleCPU(ctx context.Context, period time.Duration) func() cpuSamples {
 			s = append(s, struct {
 				t   float64
 				cpu time.Duration
-			}{float64(time.Now().UnixNano()) / 1e9, processCPU()})
+			}{float64(time.Now().UnixNano()) / 1e9, procstat.CPU()})
 		}
 		add()
 		every(ctx, period, func() bool { add(); return true })

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/emopipe/emopipe/internal/procstat"
 )
 
 func goldenTexts(b testing.TB) ([]string, int) {
@@ -155,10 +157,10 @@ func TestCorpusThroughput(t *testing.T) {
 		ids := tk.EncodeBatch(texts) // warm-up, as for the Python tools
 		for i := 0; i < runs; i++ {
 			runtime.GC()
-			start, cpu := time.Now(), processCPU()
+			start, cpu := time.Now(), procstat.CPU()
 			ids = tk.EncodeBatch(texts)
 			r.Seconds = append(r.Seconds, time.Since(start).Seconds())
-			r.CPUSeconds = append(r.CPUSeconds, (processCPU() - cpu).Seconds())
+			r.CPUSeconds = append(r.CPUSeconds, (procstat.CPU() - cpu).Seconds())
 		}
 		sort.Float64s(r.Seconds)
 		sort.Float64s(r.CPUSeconds)

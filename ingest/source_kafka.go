@@ -147,6 +147,26 @@ func (c *KafkaConfig) Transport() *kafka.Transport {
 	return &kafka.Transport{SASL: m, TLS: t, DialTimeout: 10 * time.Second}
 }
 
+// Diagnose explains a failed client call. kafka-go's client reports a
+// broker it could not talk to (a TLS certificate it does not trust, a SASL
+// login refused) as "Broker Not Available", which sends a user looking at
+// the broker; dialing the first broker directly, with the same TLS and
+// SASL settings, says what went wrong. err is returned as it is when that
+// dial succeeds.
+func (c *KafkaConfig) Diagnose(ctx context.Context, err error) error {
+	if err == nil || len(c.Brokers) == 0 || ctx.Err() != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, derr := c.Dialer().DialContext(dctx, "tcp", c.Brokers[0])
+	if derr != nil {
+		return fmt.Errorf("%w (connecting to %s: %v)", err, c.Brokers[0], derr)
+	}
+	conn.Close()
+	return err
+}
+
 func (c *KafkaConfig) client() *kafka.Client {
 	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: c.Transport(), Timeout: 15 * time.Second}
 }
@@ -395,7 +415,7 @@ func (p *PartitionReader) Close() error {
 func (c *KafkaConfig) Partitions(ctx context.Context) ([]int, error) {
 	resp, err := c.client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{c.Topic}})
 	if err != nil {
-		return nil, fmt.Errorf("kafka: metadata %s: %w", c.Topic, err)
+		return nil, fmt.Errorf("kafka: metadata %s: %w", c.Topic, c.Diagnose(ctx, err))
 	}
 	for _, t := range resp.Topics {
 		if t.Name == c.Topic {
@@ -416,7 +436,7 @@ func (c *KafkaConfig) Partitions(ctx context.Context) ([]int, error) {
 func (c *KafkaConfig) CreateTopic(ctx context.Context, topic string, partitions int) error {
 	resp, err := c.client().CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}}})
 	if err != nil {
-		return fmt.Errorf("kafka: create topic %s: %w", topic, err)
+		return fmt.Errorf("kafka: create topic %s: %w", topic, c.Diagnose(ctx, err))
 	}
 	if e := resp.Errors[topic]; e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("kafka: create topic %s: %w", topic, e)

@@ -224,7 +224,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 				break
 			}
 			if failures++; time.Since(lastLog) >= 10*time.Second {
-				in.logf("joining group %q: %v (attempt %d, retrying)", in.cfg.Kafka.Group, err, failures)
+				in.logf("joining group %q: %v (attempt %d, retrying)", in.cfg.Kafka.Group, in.cfg.Kafka.Diagnose(ctx, err), failures)
 				lastLog = time.Now()
 			}
 			sleepCtx(ctx, 100*time.Millisecond) // a guard against a tight loop

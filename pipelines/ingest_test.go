@@ -147,11 +147,14 @@ func TestIngestOverSASL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// kafka-go's client reports a failed authentication as an unreachable
-	// broker; the same call with the right password succeeds.
+	// broker; the error says what the broker said (KafkaConfig.Diagnose).
+	// The same call with the right password succeeds.
 	for _, mechanism := range []string{"scram-sha-256", "scram-sha-512", "plain"} {
 		bad := sasl(mechanism, "wrong")
 		if err := bad.CreateTopic(ctx, "t-"+mechanism, 1); err == nil {
 			t.Fatalf("%s with a wrong password: topic created", mechanism)
+		} else if !strings.Contains(err.Error(), "Authentication Failed") {
+			t.Errorf("%s with a wrong password: %v, want the broker's authentication error", mechanism, err)
 		}
 		good := sasl(mechanism, password)
 		if err := good.CreateTopic(ctx, "t-"+mechanism, 1); err != nil {
@@ -171,4 +174,58 @@ func TestIngestOverSASL(t *testing.T) {
 		}
 		checkSampleIngested(t, dir)
 	}
+}
+
+// The TLS options against a real broker's SSL listener (certificate for
+// 127.0.0.1 signed by a CA that kafka.sh made): the sample goes in and is
+// ingested over TLS trusting that CA. Without the CA the connection is
+// refused as unverified; --tls-insecure connects; a plaintext client on
+// the TLS port gets no answer.
+func TestIngestOverTLS(t *testing.T) {
+	if !kafkatest.Available() {
+		t.Skip("needs a real broker: EMOPIPE_KAFKA=1")
+	}
+	in := kafkatest.StartTLS(t)
+	conf := func(tls bool, ca string, insecure bool) ingest.KafkaConfig {
+		kc := ingest.DefaultKafkaConfig()
+		kc.Brokers, kc.Topic = []string{in.TLSAddr()}, "secure"
+		kc.TLS, kc.TLSCA, kc.TLSInsecure = tls, ca, insecure
+		return kc
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 15*time.Second) }
+
+	c1, cancel1 := short()
+	defer cancel1()
+	noCA := conf(true, "", false) // the system roots do not know the test CA
+	if err := noCA.CreateTopic(c1, "t-unverified", 1); err == nil {
+		t.Fatal("TLS without the CA: topic created, want a certificate error")
+	} else if !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("TLS without the CA: %v, want a certificate error", err)
+	} else {
+		t.Logf("TLS without the CA: %v", err)
+	}
+	c2, cancel2 := short()
+	defer cancel2()
+	plain := conf(false, "", false)
+	if err := plain.CreateTopic(c2, "t-plain", 1); err == nil {
+		t.Fatal("plaintext client on the TLS port: topic created")
+	}
+	insecure := conf(true, "", true)
+	if err := insecure.CreateTopic(ctx, "t-insecure", 1); err != nil {
+		t.Fatalf("--tls-insecure: %v", err)
+	}
+
+	if _, err := Produce(ctx, ProduceConfig{Kafka: conf(true, in.CAFile(), false), Inputs: []string{sampleCorpus}, Partitions: 2, Compression: "lz4"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := ingestCfg(t, nil, "secure", dir)
+	cfg.Kafka = conf(true, in.CAFile(), false)
+	cfg.Kafka.Group, cfg.Kafka.SessionTimeout = "g-tls", 6*time.Second
+	if err := Ingest(ctx, cfg); err != nil {
+		t.Fatalf("ingest over TLS: %v", err)
+	}
+	checkSampleIngested(t, dir)
 }

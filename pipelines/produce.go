@@ -49,7 +49,7 @@ func Produce(ctx context.Context, cfg ProduceConfig) (int, error) {
 			return nil
 		}
 		if err := p.Write(ctx, nil, batch); err != nil {
-			return err
+			return cfg.Kafka.Diagnose(ctx, err)
 		}
 		n += len(batch)
 		batch, size = nil, 0

@@ -55,7 +55,10 @@ type Instance struct {
 	SASLPort     int
 	SASLUser     string
 	SASLPassword string
-	script       string
+	// SSLPort, when set, is an SSL (TLS) listener whose certificate
+	// kafka.sh made, signed by the CA in CAFile (StartTLS).
+	SSLPort int
+	script  string
 
 	mu      sync.Mutex
 	running bool
@@ -187,6 +190,31 @@ func StartSASL(t testing.TB, user, password string) *Instance {
 	return in
 }
 
+// StartTLS is Start with a second listener, SSL on TLSAddr, whose
+// certificate (for 127.0.0.1) is signed by the CA in CAFile.
+func StartTLS(t testing.TB) *Instance {
+	t.Helper()
+	script, err := Script()
+	if err != nil {
+		t.Fatalf("kafkatest: %v", err)
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		t.Fatalf("kafkatest: %v", err)
+	}
+	in := &Instance{Dir: t.TempDir(), Port: ports[0], ControllerPort: ports[1], SSLPort: ports[2], script: script}
+	t.Cleanup(func() { in.stop(t, false) })
+	in.Start(t)
+	return in
+}
+
+// TLSAddr is the SSL bootstrap address (StartTLS).
+func (in *Instance) TLSAddr() string { return "127.0.0.1:" + strconv.Itoa(in.SSLPort) }
+
+// CAFile is the PEM file of the CA that signed the SSL listener's
+// certificate (StartTLS).
+func (in *Instance) CAFile() string { return filepath.Join(in.Dir, "tls", "ca.pem") }
+
 // SASLAddr is the SASL_PLAINTEXT bootstrap address (StartSASL).
 func (in *Instance) SASLAddr() string { return "127.0.0.1:" + strconv.Itoa(in.SASLPort) }
 
@@ -252,6 +280,9 @@ func (in *Instance) start() (string, error) {
 		"--port", strconv.Itoa(in.Port),
 		"--controller-port", strconv.Itoa(in.ControllerPort),
 		"--watch-pid", strconv.Itoa(os.Getpid())}
+	if in.SSLPort != 0 {
+		args = append(args, "--ssl-port", strconv.Itoa(in.SSLPort))
+	}
 	if in.SASLPort != 0 {
 		args = append(args, "--sasl-port", strconv.Itoa(in.SASLPort), "--sasl-user", in.SASLUser+":"+in.SASLPassword)
 	}

@@ -19,6 +19,11 @@
 #   --sasl-user U:P      the user of that listener: a SCRAM credential (both SHA-256 and
 #                        SHA-512) made at format time (kafka-storage format --add-scram),
 #                        and the PLAIN login; needs --sasl-port, and a fresh --dir
+#   --ssl-port N         also an SSL (TLS) listener on 127.0.0.1:N (0 = a free port; a
+#                        restart reuses the stored one). Its certificate is made at the
+#                        first start with keytool (EC P-256, signed by a CA made with it,
+#                        subject alternative names 127.0.0.1 and localhost); the CA that
+#                        clients verify it with is written to D/tls/ca.pem
 #   --set key=value      extra server.properties line (repeatable)
 #   --timeout S          seconds to wait for the broker (default 120)
 #   --watch-pid PID      stop the broker when PID exits (tests pass their own pid so a
@@ -29,7 +34,8 @@
 #      KAFKA_LOG_LEVEL (root log level, default WARN), MVN (default mvn).
 #
 # Prints KAFKA_BROKERS=127.0.0.1:PORT on stdout once the broker serves requests (and
-# KAFKA_SASL_BROKERS=127.0.0.1:SASL_PORT with --sasl-port).
+# KAFKA_SASL_BROKERS=127.0.0.1:SASL_PORT with --sasl-port, KAFKA_SSL_BROKERS=127.0.0.1:SSL_PORT
+# and KAFKA_SSL_CA=D/tls/ca.pem with --ssl-port).
 # Files in the data dir: server.properties, broker.env, kafka.pid, broker.log, data/.
 set -euo pipefail
 
@@ -160,12 +166,13 @@ resolve_dir() { # --dir or the last started dir
 
 # ---------------------------------------------------------------- start
 cmd_start() {
-  local port="" cport="" sport="" sasl_user="" dir="" partitions=1 timeout_s=120 watch_pid="" sets=()
+  local port="" cport="" sport="" tport="" sasl_user="" dir="" partitions=1 timeout_s=120 watch_pid="" sets=()
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --port) port=$2; shift 2 ;;
       --sasl-port) sport=$2; shift 2 ;;
       --sasl-user) sasl_user=$2; shift 2 ;;
+      --ssl-port) tport=$2; shift 2 ;;
       --controller-port) cport=$2; shift 2 ;;
       --dir) dir=$2; shift 2 ;;
       --partitions) partitions=$2; shift 2 ;;
@@ -188,20 +195,20 @@ cmd_start() {
     # shellcheck disable=SC1091
     source "$dir/broker.env"
     log "already running (pid $(cat "$dir/kafka.pid")) in $dir"
-    echo "KAFKA_BROKERS=127.0.0.1:$PORT"
-    [[ -n "${SASL_PORT:-}" ]] && echo "KAFKA_SASL_BROKERS=127.0.0.1:$SASL_PORT"
+    PORT=$PORT SASL_PORT=${SASL_PORT:-} SSL_PORT=${SSL_PORT:-} print_addrs "$dir"
     return 0
   fi
 
   # Restart of an existing dir: keep its ports (clients and stored metadata know them).
   if [[ -f "$dir/broker.env" ]]; then
-    local PORT="" CONTROLLER_PORT="" SASL_PORT="" SASL_USER=""
+    local PORT="" CONTROLLER_PORT="" SASL_PORT="" SASL_USER="" SSL_PORT=""
     # shellcheck disable=SC1091
     source "$dir/broker.env"
     [[ -z "$port" ]] && port=$PORT
     [[ -z "$cport" ]] && cport=$CONTROLLER_PORT
     [[ -z "$sport" ]] && sport=$SASL_PORT
     [[ -z "$sasl_user" ]] && sasl_user=$SASL_USER
+    [[ -z "$tport" ]] && tport=$SSL_PORT
   fi
   if [[ -n "$sasl_user" ]]; then
     [[ -n "$sport" ]] || die "--sasl-user needs --sasl-port"
@@ -214,8 +221,10 @@ cmd_start() {
     if port_in_use "$cport"; then cport=$(free_port); fi
   fi
   [[ "$sport" == 0 ]] && sport=$(free_port)
+  [[ "$tport" == 0 ]] && tport=$(free_port)
   port_in_use "$port" && die "127.0.0.1:$port is already in use"
   [[ -n "$sport" ]] && port_in_use "$sport" && die "SASL port 127.0.0.1:$sport is already in use"
+  [[ -n "$tport" ]] && port_in_use "$tport" && die "SSL port 127.0.0.1:$tport is already in use"
   port_in_use "$cport" && die "controller port 127.0.0.1:$cport is already in use"
 
   # -- server.properties (rewritten on every start so option changes apply)
@@ -245,11 +254,26 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
-  if [[ -n "$sport" ]]; then
-    sed -i "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport,CONTROLLER://127.0.0.1:$cport|
-      s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport|
-      s|^listener.security.protocol.map=.*|listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT|" \
+  local extra_listeners="" extra_map=""
+  [[ -n "$sport" ]] && extra_listeners+=",SASL_PLAINTEXT://127.0.0.1:$sport" extra_map+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+  [[ -n "$tport" ]] && extra_listeners+=",SSL://127.0.0.1:$tport" extra_map+=",SSL:SSL"
+  if [[ -n "$extra_listeners" ]]; then
+    sed -i "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port$extra_listeners,CONTROLLER://127.0.0.1:$cport|
+      s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port$extra_listeners|
+      s|^listener.security.protocol.map=.*|listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$extra_map|" \
       "$dir/server.properties"
+  fi
+  if [[ -n "$tport" ]]; then
+    make_tls "$dir/tls"
+    cat >>"$dir/server.properties" <<EOF
+# SSL listener (--ssl-port); certificate made by kafka.sh (make_tls), CA in tls/ca.pem
+listener.name.ssl.ssl.keystore.type=PKCS12
+listener.name.ssl.ssl.keystore.location=$dir/tls/broker.p12
+listener.name.ssl.ssl.keystore.password=$TLS_PASS
+listener.name.ssl.ssl.key.password=$TLS_PASS
+EOF
+  fi
+  if [[ -n "$sport" ]]; then
     local plain_users=""
     [[ -n "$sasl_user" ]] && plain_users=" user_${sasl_user%%:*}=\"${sasl_user#*:}\""
     cat >>"$dir/server.properties" <<EOF
@@ -286,6 +310,7 @@ PORT=$port
 CONTROLLER_PORT=$cport
 SASL_PORT=$sport
 SASL_USER=$sasl_user
+SSL_PORT=$tport
 KAFKA_VERSION=$KAFKA_VERSION
 EOF
   mkdir -p "$(dirname "$LAST_DIR_FILE")"
@@ -333,9 +358,46 @@ EOF
     sleep 0.2
   done
   log "Kafka $KAFKA_VERSION ready on 127.0.0.1:$port (pid $pid, dir $dir) in $((SECONDS - t0))s"
-  echo "KAFKA_BROKERS=127.0.0.1:$port"
-  [[ -n "$sport" ]] && echo "KAFKA_SASL_BROKERS=127.0.0.1:$sport"
+  PORT=$port SASL_PORT=$sport SSL_PORT=$tport print_addrs "$dir"
   return 0
+}
+
+# print_addrs DIR: the KAFKA_* lines of a started broker (PORT, SASL_PORT, SSL_PORT set).
+print_addrs() {
+  echo "KAFKA_BROKERS=127.0.0.1:$PORT"
+  [[ -n "$SASL_PORT" ]] && echo "KAFKA_SASL_BROKERS=127.0.0.1:$SASL_PORT"
+  if [[ -n "$SSL_PORT" ]]; then
+    echo "KAFKA_SSL_BROKERS=127.0.0.1:$SSL_PORT"
+    echo "KAFKA_SSL_CA=$1/tls/ca.pem"
+  fi
+  return 0
+}
+
+# The keystore password of the test certificates: they guard nothing but a
+# loopback test broker, and PKCS12 needs one.
+TLS_PASS=emopipe-test
+
+# make_tls D: a CA and a broker key pair signed by it, for 127.0.0.1 and
+# localhost, made once with the JDK's keytool (no openssl needed):
+# D/broker.p12 (the broker's keystore) and D/ca.pem (what clients trust).
+make_tls() {
+  local d=$1 kt="${JAVA%/java}/keytool"
+  [[ -x "$kt" ]] || kt=keytool
+  [[ -f "$d/broker.p12" && -f "$d/ca.pem" ]] && return 0
+  rm -rf "$d" && mkdir -p "$d"
+  local common=(-storetype PKCS12 -storepass "$TLS_PASS" -keypass "$TLS_PASS" -keyalg EC -groupname secp256r1 -validity 3650)
+  "$kt" -genkeypair -alias ca -dname "CN=emopipe test CA" -ext bc:c -keystore "$d/ca.p12" "${common[@]}" >/dev/null 2>&1 \
+    || die "keytool: cannot make the test CA"
+  "$kt" -exportcert -rfc -alias ca -keystore "$d/ca.p12" -storepass "$TLS_PASS" >"$d/ca.pem" 2>/dev/null
+  "$kt" -genkeypair -alias broker -dname "CN=127.0.0.1" -keystore "$d/broker.p12" "${common[@]}" >/dev/null 2>&1 \
+    || die "keytool: cannot make the broker key"
+  "$kt" -certreq -alias broker -keystore "$d/broker.p12" -storepass "$TLS_PASS" 2>/dev/null |
+    "$kt" -gencert -rfc -alias ca -keystore "$d/ca.p12" -storepass "$TLS_PASS" -validity 3650 \
+      -ext "SAN=ip:127.0.0.1,dns:localhost" -ext "EKU=serverAuth" >"$d/broker.pem" 2>/dev/null \
+    || die "keytool: cannot sign the broker certificate"
+  "$kt" -importcert -noprompt -alias ca -file "$d/ca.pem" -keystore "$d/broker.p12" -storepass "$TLS_PASS" >/dev/null 2>&1
+  "$kt" -importcert -alias broker -file "$d/broker.pem" -keystore "$d/broker.p12" -storepass "$TLS_PASS" -keypass "$TLS_PASS" >/dev/null 2>&1 \
+    || die "keytool: cannot import the broker certificate"
 }
 
 # ---------------------------------------------------------------- stop

@@ -49,7 +49,7 @@ func attention(s *gmodel.Scope, cfg *Config, x, mask *Node, rp rope) *Node {
 	wo := proj("w_out", d, nh*dh)
 
 	heads := func(w *Node) *Node { // [B,S,d] -> [B,H,S,dh]
-		return TransposeAllAxes(Reshape(Einsum("bsd,kd->bsk", x, w), b, seqLen, nh, dh), 0, 2, 1, 3)
+		return TransposeAllAxes(Reshape(linear(x, w), b, seqLen, nh, dh), 0, 2, 1, 3)
 	}
 	q, k, v := rp.apply(heads(wq)), rp.apply(heads(wk)), heads(wv) // [B,H,S,dh]
 
@@ -59,5 +59,5 @@ func attention(s *gmodel.Scope, cfg *Config, x, mask *Node, rp rope) *Node {
 	probs := Softmax(scores, -1)                                       // [B,H,S,S]; the diagonal keeps every row finite
 	out := Einsum("bhqk,bhkd->bhqd", probs, v)                         // [B,H,S,dh]
 	out = Reshape(TransposeAllAxes(out, 0, 2, 1, 3), b, seqLen, nh*dh) // [B,S,H·dh]
-	return Einsum("bsk,dk->bsd", out, wo)                              // [B,S,d]
+	return linear(out, wo)                                             // [B,S,d]
 }

@@ -34,9 +34,9 @@ func silu(x *Node) *Node { return Mul(x, Sigmoid(x)) }
 func (ex experts) shared(x *Node) *Node {
 	last := ex.w1.Shape().Dim(0) - 1
 	pick := func(w *Node) *Node { return Squeeze(SliceAxis(w, 0, AxisRange(last, last+1)), 0) }
-	h1 := Einsum("bsd,hd->bsh", x, pick(ex.w1))                  // [B,S,h]
-	h3 := Einsum("bsd,hd->bsh", x, pick(ex.w3))                  // [B,S,h]
-	return Einsum("bsh,dh->bsd", Mul(silu(h1), h3), pick(ex.w2)) // [B,S,d]
+	h1 := linear(x, pick(ex.w1))                  // [B,S,h]
+	h3 := linear(x, pick(ex.w3))                  // [B,S,h]
+	return linear(Mul(silu(h1), h3), pick(ex.w2)) // [B,S,d]
 }
 
 // denseMoE runs every routed expert on every token: y = Σ_e gate_e·SwiGLU_e(x)
@@ -112,11 +112,11 @@ func dispatchMoE(ex experts, x, idx, gates, valid *Node, block int) *Node {
 	rowGate := Scatter(rowIdx, Reshape(gates, a), shapes.Make(x.DType(), p+1), false, false)  // [P+1], 0 if empty
 	rowGate = SliceAxis(rowGate, 0, AxisRange(0, p))                                          // [P]
 
-	xs := Reshape(at(Reshape(x, t, d), rowTok), nb, block, d)                // [NB,Bk,d]
-	h1 := Einsum("nbd,nhd->nbh", xs, at(ex.w1, blockExpert))                 // [NB,Bk,h]
-	h3 := Einsum("nbd,nhd->nbh", xs, at(ex.w3, blockExpert))                 // [NB,Bk,h]
-	act := Mul(Mul(silu(h1), h3), Reshape(rowGate, nb, block, 1))            // [NB,Bk,h] gated
-	ys := Reshape(Einsum("nbh,ndh->nbd", act, at(ex.w2, blockExpert)), p, d) // [P,d]
+	xs := Reshape(at(Reshape(x, t, d), rowTok), nb, block, d)     // [NB,Bk,d]
+	h1 := blockLinear(xs, at(ex.w1, blockExpert))                 // [NB,Bk,h]
+	h3 := blockLinear(xs, at(ex.w3, blockExpert))                 // [NB,Bk,h]
+	act := Mul(Mul(silu(h1), h3), Reshape(rowGate, nb, block, 1)) // [NB,Bk,h] gated
+	ys := Reshape(blockLinear(act, at(ex.w2, blockExpert)), p, d) // [P,d]
 
 	// 4. Combine: each assignment reads its row (the spare row P is zero); sum a token's k' rows.
 	ys = Concatenate([]*Node{ys, Zeros(g, shapes.Make(x.DType(), 1, d))}, 0) // [P+1,d]

@@ -69,7 +69,7 @@ func route(s *gmodel.Scope, cfg *Config, x, seg, pools, allowed *Node) Routing {
 	// §1 Router logits. The shared expert's row exists (checkpoint layout) but is unused.
 	w := s.WithInitializer(truncNormalInit(s, cfg.InitStd)).
 		VariableWithShape("weight", shapes.Make(dtype, cfg.NumExperts, d)).NodeValue(g) // [E,d]
-	logits := Einsum("bsd,ed->bse", x, w)            // [B,S,E]
+	logits := linear(x, w)                           // [B,S,E]
 	logits = SliceAxis(logits, -1, AxisRange(0, ep)) // [B,S,E']
 	if allowed != nil {
 		// Pruning an expert = dropping its router row = its logit at -inf.

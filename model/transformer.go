@@ -214,10 +214,8 @@ func Forward(s *gmodel.Scope, cfg Config, in Inputs, opts Options) Outputs {
 	head := s.In("lm_head")
 	hn := rmsNorm(head.In("norm"), h, c.NormEps)                                                    // [B,S,d]
 	wOut := head.VariableWithShape("w_out", shapes.Make(dtype, c.VocabSize, c.DModel)).NodeValue(g) // [V,d]
-	// Flattened to 2-D: the weight gradient then needs a 2-D transpose of
-	// dlogits, which the go backend has a fast path for (a [B,S,V] one takes
-	// its generic path, ~30% of a small-model CPU step).
-	out.Logits = Reshape(Einsum("nd,vd->nv", Reshape(hn, b*seqLen, c.DModel), wOut), b, seqLen, c.VocabSize) // [B,S,V]
+	// linear: no transpose of the [B·S,V] dlogits in the weight gradient.
+	out.Logits = linear(hn, wOut) // [B,S,V]
 	if in.Labels != nil {
 		labels := ConvertDType(in.Labels, dtypes.Int32)
 		checkDims("labels", labels, b, seqLen)

@@ -19,13 +19,15 @@ type layerInputs struct {
 func moeLayer(s *gmodel.Scope, cfg *Config, x *Node, in layerInputs, pools, allowed *Node) (*Node, Routing) {
 	r := route(s.In("router"), cfg, x, in.seg, pools, allowed)
 	ex := newExperts(s.In("experts"), cfg, x.Graph(), x.DType())
-	routed := ex.routed(cfg.RoutableExperts())
 	var y *Node
 	switch in.dispatch {
 	case DispatchDense:
-		y = denseMoE(routed, x, r.Experts, r.Gates) // [B,S,d]
+		y = denseMoE(ex.routed(cfg.RoutableExperts()), x, r.Experts, r.Gates) // [B,S,d]
 	default:
-		y = dispatchMoE(routed, x, r.Experts, r.Gates, in.valid, cfg.DispatchBlock) // [B,S,d]
+		// The full tensors: dispatch gathers only routable experts' blocks,
+		// and a slice of the routable ones would copy nearly all expert
+		// weights each step (and its gradient pad them back).
+		y = dispatchMoE(ex, cfg.RoutableExperts(), x, r.Experts, r.Gates, in.valid, cfg.DispatchBlock) // [B,S,d]
 	}
 	if cfg.SharedExpert {
 		y = Add(y, ex.shared(x)) // weight 1.0

@@ -74,10 +74,13 @@ func denseMoE(ex experts, x, idx, gates *Node) *Node {
 // integer work for the ranks — the price of static shapes without a
 // grouped-GEMM kernel. Gradients flow through the gathers and scatters (to
 // tokens, gates and weights); the index arithmetic carries none.
-func dispatchMoE(ex experts, x, idx, gates, valid *Node, block int) *Node {
+//
+// ex may hold more experts than the ep routable ones (the shared expert
+// last): only experts below ep are gathered.
+func dispatchMoE(ex experts, ep int, x, idx, gates, valid *Node, block int) *Node {
 	g := x.Graph()
 	b, seqLen, d := x.Shape().Dim(0), x.Shape().Dim(1), x.Shape().Dim(2)
-	ep, kp := ex.w1.Shape().Dim(0), idx.Shape().Dim(2)
+	kp := idx.Shape().Dim(2)
 	t, a := b*seqLen, b*seqLen*kp
 	p := (a + ep*(block-1) + block - 1) / block * block
 	nb := p / block

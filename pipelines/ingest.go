@@ -747,14 +747,10 @@ func (in *Ingester) resolveStaged(ctx context.Context) error {
 		return err
 	}
 	prefix := "kafka:" + in.cfg.Kafka.Topic + "/"
-	for src, raw := range staged {
+	for src, sb := range staged {
 		p, err := strconv.Atoi(strings.TrimPrefix(src, prefix))
 		if !strings.HasPrefix(src, prefix) || err != nil {
 			continue // another topic's; resolved by its own ingester
-		}
-		sb, err := store.DecodeStaged(raw)
-		if err != nil {
-			return err
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		landed, err := in.landed(rctx, p, sb.End, sb.Token)

@@ -14,8 +14,15 @@ const (
 	prefRej   = "r/"     // + reject number → Reject JSON
 	keyRejN   = "m/rejects"
 	prefState = "t/" // + name → trainer state (opaque)
-	prefStage = "x/" // + source name → a staged batch awaiting its commit point
+	prefStage = "x/" // + source name → a staged batch awaiting its commit point (or a chunkMarker)
+	prefChunk = "c/" // + source name + "/" + end (8 bytes) → a staged batch (format 2), kept once final
 )
+
+// chunkKey names the stored value of source's batch that ends at end.
+func chunkKey(source string, end int64) []byte {
+	k := append([]byte(prefChunk), source...)
+	return binary.BigEndian.AppendUint64(append(k, '/'), uint64(end))
+}
 
 func seqKey(n uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(prefSeq), n)

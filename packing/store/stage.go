@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/emopipe/emopipe/packing"
 )
 
@@ -27,9 +29,16 @@ import (
 // otherwise, so the store and the group agree on every record exactly
 // once, also when another group member takes the partition over.
 //
-// A batch is encoded once for both writes: the staged value is one buffer
-// holding the sequence and document values, and the final commit writes
-// slices of that buffer.
+// A batch's sequences are written once. The staged value is a chunk (key
+// prefChunk+source+end) and the staging key holds only a marker naming
+// it; finalizing writes, under each sequence's number, a reference to its
+// bytes in the chunk (a few dozen bytes) and keeps the chunk. Tokens are
+// the bulk of an ingester's writes: copying them again at the final
+// commit cost a second value-log write per batch, and the deleted staged
+// copy stayed in the value log as garbage, doubling an ingested store's
+// size on disk. Documents and rejects, small, are still copied. Batches
+// staged by earlier versions (the whole value under the staging key) are
+// finalized by copying, as then.
 
 // StagedBatch is a batch of one source, encoded for staging and for its
 // final commit. It is immutable.
@@ -46,6 +55,74 @@ type StagedBatch struct {
 	state  []byte // the source's resume state after the batch
 	enc    *encoded
 	seqLen int // tokens of every sequence (-1: they differ)
+	// chunk is the key raw is stored under (nil: under the staging key,
+	// as earlier versions staged), and seqOff the offset in raw of each
+	// sequence's encoding.
+	chunk  []byte
+	seqOff []int
+}
+
+// chunkMarker starts a staging key's value that names the chunk holding
+// the staged batch.
+const chunkMarker = "emochunk\n"
+
+// refFormat is the first byte of a sequence value that refers to a chunk
+// (a packing.Sequence encoding starts with its format, 1): refFormat,
+// uvarint key length, the chunk key, uvarint offset, uvarint length.
+const refFormat = 0xC7
+
+func appendSeqRef(b, chunk []byte, off, n int) []byte {
+	b = append(b, refFormat)
+	b = appendBytes(b, chunk)
+	b = binary.AppendUvarint(b, uint64(off))
+	return binary.AppendUvarint(b, uint64(n))
+}
+
+// seqBytes returns a sequence's encoding from its stored value: the value
+// itself, or, for a reference, its bytes in the chunk (a copy).
+func seqBytes(txn *badger.Txn, v []byte) ([]byte, error) {
+	if len(v) == 0 || v[0] != refFormat {
+		return v, nil
+	}
+	var out []byte
+	err := withRef(txn, v, func(enc []byte) error {
+		out = append([]byte(nil), enc...)
+		return nil
+	})
+	return out, err
+}
+
+// withRef calls fn with the encoding a reference value points at, valid
+// only during fn.
+func withRef(txn *badger.Txn, ref []byte, fn func(enc []byte) error) error {
+	r := stagedReader{b: ref[1:]}
+	chunk := r.bytes()
+	off, n := r.uvarint(), r.uvarint()
+	if r.err != nil || len(r.b) != 0 {
+		return fmt.Errorf("%w: sequence reference", packing.ErrCorrupt)
+	}
+	it, err := txn.Get(chunk)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("chunk %q: %w", chunk, ErrNotFound)
+	} else if err != nil {
+		return err
+	}
+	return it.Value(func(c []byte) error {
+		if off > uint64(len(c)) || n > uint64(len(c))-off {
+			return fmt.Errorf("%w: reference past chunk %q", packing.ErrCorrupt, chunk)
+		}
+		return fn(c[off : off+n])
+	})
+}
+
+// decodeSeqItem decodes a sequence item, following a reference.
+func decodeSeqItem(txn *badger.Txn, it *badger.Item, seq *packing.Sequence) error {
+	return it.Value(func(v []byte) error {
+		if len(v) > 0 && v[0] == refFormat {
+			return withRef(txn, v, seq.UnmarshalBinary)
+		}
+		return seq.UnmarshalBinary(v)
+	})
 }
 
 // Sequences is the number of sequences the batch adds.
@@ -100,6 +177,7 @@ func (s *Store) Stage(b *Batch, source string, end int64, token string) (*Staged
 	// Sequences are encoded straight into raw, each after a fixed-size
 	// length that is filled in once the encoding is there.
 	raw = binary.AppendUvarint(raw, uint64(len(b.Sequences)))
+	seqOff := make([]int, 0, len(b.Sequences))
 	for i := range b.Sequences {
 		seq := &b.Sequences[i]
 		at := len(raw)
@@ -107,6 +185,7 @@ func (s *Store) Stage(b *Batch, source string, end int64, token string) (*Staged
 		raw, _ = seq.AppendBinary(raw)
 		binary.LittleEndian.PutUint32(raw[at:], uint32(len(raw)-at-4))
 		e.seqs = append(e.seqs, raw[at+4:len(raw):len(raw)])
+		seqOff = append(seqOff, at+4)
 		e.delta.addSequence(seq)
 	}
 	raw = binary.AppendUvarint(raw, uint64(len(e.docs)))
@@ -119,8 +198,18 @@ func (s *Store) Stage(b *Batch, source string, end int64, token string) (*Staged
 	for _, v := range e.rejects {
 		raw = appendBytes(raw, v)
 	}
-	sb := &StagedBatch{Source: source, End: end, Token: token, raw: raw, state: state, enc: e, seqLen: s.hdr.SeqLen}
-	if _, err := s.write(&encoded{delta: newDelta()}, &Batch{Stage: map[string][]byte{source: raw}}); err != nil {
+	ck := chunkKey(source, end)
+	sb := &StagedBatch{Source: source, End: end, Token: token, raw: raw, state: state, enc: e, seqLen: s.hdr.SeqLen, chunk: ck, seqOff: seqOff}
+	// A chunk holds sequences of a final batch once finalized: staging
+	// over one would corrupt them (an end reached twice means the caller
+	// lost track of its offsets).
+	if c, err := s.get(string(ck)); err != nil {
+		return nil, err
+	} else if c != nil {
+		return nil, fmt.Errorf("store: stage %s to %d: a batch ending there is already stored", source, end)
+	}
+	marker := append([]byte(chunkMarker), ck...)
+	if _, err := s.write(&encoded{delta: newDelta()}, &Batch{Stage: map[string][]byte{source: marker}}, &rawOps{set: [][2][]byte{{ck, raw}}}); err != nil {
 		return nil, err
 	}
 	return sb, nil
@@ -133,12 +222,30 @@ func (s *Store) Finalize(sb *StagedBatch) (first uint64, err error) {
 	if len(sb.enc.seqs) > 0 && sb.seqLen != s.hdr.SeqLen {
 		return 0, fmt.Errorf("store: staged batch of %s: sequences of %d tokens in a store of seq_len %d", sb.Source, sb.seqLen, s.hdr.SeqLen)
 	}
-	return s.write(sb.enc, &Batch{Sources: map[string][]byte{sb.Source: sb.state}, Unstage: []string{sb.Source}})
+	final := &Batch{Sources: map[string][]byte{sb.Source: sb.state}, Unstage: []string{sb.Source}}
+	if sb.chunk == nil {
+		return s.write(sb.enc, final, nil) // staged in place by an earlier version: copy
+	}
+	refs := *sb.enc
+	refs.seqs = make([][]byte, len(sb.enc.seqs))
+	buf := make([]byte, 0, len(refs.seqs)*(len(sb.chunk)+16))
+	for i, v := range sb.enc.seqs {
+		at := len(buf)
+		buf = appendSeqRef(buf, sb.chunk, sb.seqOff[i], len(v))
+		refs.seqs[i] = buf[at:len(buf):len(buf)]
+	}
+	return s.write(&refs, final, nil)
 }
 
 // Discard deletes source's staged batch, if any.
 func (s *Store) Discard(source string) error {
-	_, err := s.write(&encoded{delta: newDelta()}, &Batch{Unstage: []string{source}})
+	var raw rawOps
+	if v, err := s.get(prefStage + source); err != nil {
+		return err
+	} else if ck, ok := bytes.CutPrefix(v, []byte(chunkMarker)); ok {
+		raw.del = append(raw.del, ck)
+	}
+	_, err := s.write(&encoded{delta: newDelta()}, &Batch{Unstage: []string{source}}, &raw)
 	return err
 }
 
@@ -160,6 +267,7 @@ func DecodeStaged(raw []byte) (*StagedBatch, error) {
 		if r.err != nil {
 			break
 		}
+		sb.seqOff = append(sb.seqOff, len(raw)-len(r.b)-len(enc))
 		var seq packing.Sequence
 		if err := seq.UnmarshalBinary(enc); err != nil {
 			return nil, fmt.Errorf("staged batch of %s: sequence %d: %w", sb.Source, i, err)

@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"encoding/gob"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -62,13 +64,11 @@ func TestStageFinalizeEqualsCommit(t *testing.T) {
 			t.Fatal("staged batch is visible")
 		}
 		staged, err := st.Staged()
-		if err != nil || len(staged) != 1 || !bytes.Equal(staged["kafka:t/0"], sb.raw) {
+		if err != nil || len(staged) != 1 || staged["kafka:t/0"] == nil || !bytes.Equal(staged["kafka:t/0"].raw, sb.raw) {
 			t.Fatalf("Staged() = %d batches, %v", len(staged), err)
 		}
 		if restart {
-			if sb, err = DecodeStaged(staged["kafka:t/0"]); err != nil {
-				t.Fatal(err)
-			}
+			sb = staged["kafka:t/0"]
 			if sb.Source != "kafka:t/0" || sb.End != 3 || sb.Token != "m/1/3" || sb.Sequences() != 2 {
 				t.Fatalf("decoded %+v", sb)
 			}
@@ -83,6 +83,19 @@ func TestStageFinalizeEqualsCommit(t *testing.T) {
 		if !reflect.DeepEqual(st.Stats(), direct.Stats()) {
 			t.Fatalf("stats %+v, want %+v", st.Stats(), direct.Stats())
 		}
+		for n := uint64(0); n < 2; n++ {
+			got, err := st.Sequence(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := direct.Sequence(n)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("sequence %d read through its reference differs", n)
+			}
+		}
+		if staged, err := st.Staged(); err != nil || len(staged) != 0 {
+			t.Fatalf("after finalize: Staged() = %d batches, %v", len(staged), err)
+		}
 
 		// Discard leaves the store as it was.
 		st2 := memStore(t)
@@ -92,7 +105,7 @@ func TestStageFinalizeEqualsCommit(t *testing.T) {
 		if err := st2.Discard("kafka:t/0"); err != nil {
 			t.Fatal(err)
 		}
-		if digest(t, st2) != empty {
+		if digest(t, st2) != empty || len(rawKeys(t, st2, prefChunk)) != 0 {
 			t.Fatal("discard left something behind")
 		}
 	}
@@ -189,5 +202,116 @@ func BenchmarkStageFinalize(b *testing.B) {
 		if _, err := st.Finalize(sb); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func rawKeys(t *testing.T, st *Store, prefix string) []string {
+	t.Helper()
+	var keys []string
+	if err := st.walk(prefix, func(k, _ []byte) error { keys = append(keys, string(k)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// A finalized batch's sequences are stored once: in its chunk, referred
+// to by number. A stage-and-finalize store's value log is about the size
+// of a directly committed one's (with a copy at the final commit it was
+// twice as large, and the deleted staged copy never went away).
+func TestFinalizedSequencesAreWrittenOnce(t *testing.T) {
+	h := testHeader()
+	h.SeqLen = 512 // 2 KB a sequence: value-log values
+	vlogBytes := func(staged bool) int64 {
+		dir := t.TempDir()
+		st, err := Open(dir, &h, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 40 {
+			b := stageBatch()
+			b.Docs = nil // fresh keys are not the point; sequences are
+			b.Sequences = nil
+			for j := range 20 {
+				toks := make([]uint32, h.SeqLen)
+				for k := range toks {
+					toks[k] = uint32((i*7919 + j*31 + k) % h.VocabSize)
+				}
+				b.Sequences = append(b.Sequences, packing.Sequence{Tokens: toks, Spans: []packing.Span{{DocKey: "k", Domain: "d", Length: h.SeqLen}}})
+			}
+			if staged {
+				sb, err := st.Stage(b, "kafka:t/0", int64(i+1), "tok")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := st.Finalize(sb); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := st.Commit(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if staged && len(rawKeys(t, st, prefChunk)) != 40 {
+			t.Fatalf("%d chunks, want one per batch", len(rawKeys(t, st, prefChunk)))
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		files, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+		for _, f := range files {
+			fi, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += fi.Size()
+		}
+		return n
+	}
+	direct, staged := vlogBytes(false), vlogBytes(true)
+	t.Logf("value log: %d bytes committed directly, %d staged and finalized", direct, staged)
+	if float64(staged) > 1.15*float64(direct) {
+		t.Fatalf("value log %d bytes after stage+finalize, %d after direct commits: sequences written more than once", staged, direct)
+	}
+}
+
+// A batch staged in place by an earlier version (format 2 under the
+// staging key, no chunk) still finalizes, by copying.
+func TestStagedInPlaceStillFinalizes(t *testing.T) {
+	st := memStore(t)
+	sb, err := st.Stage(stageBatch(), "kafka:t/0", 3, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite it as an earlier version left it.
+	if _, err := st.write(&encoded{delta: newDelta()}, &Batch{Stage: map[string][]byte{"kafka:t/0": sb.raw}}, &rawOps{del: [][]byte{sb.chunk}}); err != nil {
+		t.Fatal(err)
+	}
+	staged, err := st.Staged()
+	if err != nil || staged["kafka:t/0"] == nil || staged["kafka:t/0"].chunk != nil {
+		t.Fatalf("Staged() = %v, %v", staged, err)
+	}
+	if _, err := st.Finalize(staged["kafka:t/0"]); err != nil {
+		t.Fatal(err)
+	}
+	direct := memStore(t)
+	direct.Commit(stageBatch())
+	if digest(t, st) != digest(t, direct) {
+		t.Fatal("in-place staged batch finalized differently from a direct commit")
+	}
+}
+
+// Staging a second batch to an end a stored batch already reached is an
+// error: its chunk holds final sequences.
+func TestStageRefusesAnEndAlreadyStored(t *testing.T) {
+	st := memStore(t)
+	sb, err := st.Stage(stageBatch(), "kafka:t/0", 3, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Finalize(sb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Stage(stageBatch(), "kafka:t/0", 3, "tok2"); err == nil {
+		t.Fatal("second stage to the same end: no error")
 	}
 }

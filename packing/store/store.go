@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -329,7 +330,7 @@ func (s *Store) Commit(b *Batch) (first uint64, err error) {
 		e.seqs = append(e.seqs, enc)
 		e.delta.addSequence(&b.Sequences[i])
 	}
-	return s.write(e, b)
+	return s.write(e, b, nil)
 }
 
 // checkSequences refuses sequences that do not fit the header or whose
@@ -426,7 +427,14 @@ func (st *Stats) add(d *Stats) {
 
 // write commits an encoded batch with the rest of b (sources, state,
 // staging) in one transaction.
-func (s *Store) write(e *encoded, b *Batch) (first uint64, err error) {
+// rawOps are key writes and deletes that go into a write's transaction
+// beside its batch (chunks of staged batches, see stage.go).
+type rawOps struct {
+	set [][2][]byte
+	del [][]byte
+}
+
+func (s *Store) write(e *encoded, b *Batch, raw *rawOps) (first uint64, err error) {
 	if s.opts.ReadOnly {
 		return 0, errors.New("store: commit on a read-only store")
 	}
@@ -466,6 +474,16 @@ func (s *Store) write(e *encoded, b *Batch) (first uint64, err error) {
 	for _, name := range b.Unstage {
 		if err == nil {
 			err = txn.Delete([]byte(prefStage + name))
+		}
+	}
+	if raw != nil {
+		for _, kv := range raw.set {
+			set(kv[0], kv[1])
+		}
+		for _, k := range raw.del {
+			if err == nil {
+				err = txn.Delete(k)
+			}
 		}
 	}
 	next := first + uint64(len(e.seqs))
@@ -517,12 +535,10 @@ func (s *Store) Sequence(n uint64) (packing.Sequence, error) {
 		} else if err != nil {
 			return err
 		}
-		return it.Value(func(v []byte) error {
-			if err := seq.UnmarshalBinary(v); err != nil {
-				return fmt.Errorf("sequence %d: %w", n, err)
-			}
-			return nil
-		})
+		if err := decodeSeqItem(txn, it, &seq); err != nil {
+			return fmt.Errorf("sequence %d: %w", n, err)
+		}
+		return nil
 	})
 	return seq, err
 }
@@ -536,7 +552,7 @@ func (s *Store) Scan(from uint64, fn func(n uint64, seq *packing.Sequence) error
 		for it.Seek(seqKey(from)); it.Valid(); it.Next() {
 			n := u64(it.Item().Key()[len(prefSeq):])
 			var seq packing.Sequence
-			if err := it.Item().Value(seq.UnmarshalBinary); err != nil {
+			if err := decodeSeqItem(txn, it.Item(), &seq); err != nil {
 				return fmt.Errorf("sequence %d: %w", n, err)
 			}
 			if err := fn(n, &seq); err != nil {
@@ -615,13 +631,39 @@ func (s *Store) Sources() (map[string][]byte, error) {
 }
 
 // Staged returns every staged batch by source.
-func (s *Store) Staged() (map[string][]byte, error) {
-	out := map[string][]byte{}
+func (s *Store) Staged() (map[string]*StagedBatch, error) {
+	raw := map[string][]byte{}
 	err := s.walk(prefStage, func(k, v []byte) error {
-		out[string(k)] = append([]byte(nil), v...)
+		raw[string(k)] = append([]byte(nil), v...)
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*StagedBatch, len(raw))
+	for src, v := range raw {
+		var sb *StagedBatch
+		if ck, ok := bytes.CutPrefix(v, []byte(chunkMarker)); ok {
+			c, err := s.get(string(ck))
+			if err == nil && c == nil {
+				err = fmt.Errorf("staged batch of %s: chunk %q: %w", src, ck, ErrNotFound)
+			}
+			if err != nil {
+				return nil, err
+			}
+			if sb, err = DecodeStaged(c); err != nil {
+				return nil, err
+			}
+			sb.chunk = ck
+		} else if sb, err = DecodeStaged(v); err != nil {
+			return nil, err
+		}
+		if sb.Source != src {
+			return nil, fmt.Errorf("staged batch under %s says source %s: %w", src, sb.Source, errCorruptStaged)
+		}
+		out[src] = sb
+	}
+	return out, nil
 }
 
 // State returns a trainer state entry, or nil if there is none.
@@ -672,9 +714,19 @@ func (s *Store) Digest() (string, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
+			if bytes.HasPrefix(k, []byte(prefChunk)) {
+				continue // read through the references below
+			}
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err
+			}
+			if bytes.HasPrefix(k, []byte(prefSeq)) {
+				// A sequence counts by its encoding, stored in place or
+				// in a staged batch's chunk.
+				if v, err = seqBytes(txn, v); err != nil {
+					return fmt.Errorf("digest: %s: %w", k, err)
+				}
 			}
 			fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(v))
 			h.Write(v)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -14,7 +12,7 @@ import (
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that write the tables of docs/benchmarks.md"}
 	cfg := pipelines.BenchIngestConfig{Kafka: ingest.DefaultKafkaConfig()}
-	var brokers, tokName, cpuProfile string
+	var brokers, tokName string
 	ing := &cobra.Command{
 		Use:   "ingest --brokers H:P FILES...",
 		Short: "Ingest throughput against a real broker, as a ratio to tokenize-only throughput, and end-to-end lag",
@@ -26,17 +24,6 @@ func newBenchCmd() *cobra.Command {
 				return err
 			}
 			cfg.Tokenizer, cfg.Inputs = tok, args
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
-			}
 			r, err := pipelines.BenchIngest(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -52,7 +39,6 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&cfg.Partitions, "partitions", 4, "topic partitions")
 	f.Float64Var(&cfg.LagRate, "lag-rate", 0, "records/s of the paced lag phase (default: half the measured rate)")
 	f.IntVar(&cfg.LagSeconds, "lag-seconds", 20, "length of the paced lag phase")
-	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile here (samples labelled bench=tokenize|ingest|lag)")
 	f.IntVar(&cfg.Copies, "copies", 1, "repeat the data this many times (fresh ids)")
 	cmd.AddCommand(ing)
 	return cmd

@@ -345,7 +345,15 @@ func (in *Instance) run(timeout time.Duration, args ...string) (string, error) {
 	return buf.String(), err
 }
 
-// WaitReady polls Metadata until the cluster lists at least one broker.
+func topicsOf(md *kafka.MetadataResponse) []kafka.Topic {
+	if md == nil {
+		return nil
+	}
+	return md.Topics
+}
+
+// WaitReady polls Metadata until the cluster lists at least one broker
+// and every partition of every topic has a leader.
 func WaitReady(ctx context.Context, brokers []string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -353,11 +361,20 @@ func WaitReady(ctx context.Context, brokers []string, timeout time.Duration) err
 	var last error
 	for {
 		md, err := c.Metadata(ctx, &kafka.MetadataRequest{})
-		if err == nil && len(md.Brokers) > 0 {
-			return nil
+		if err == nil && len(md.Brokers) == 0 {
+			err = errors.New("metadata lists no brokers")
+		}
+		// After a restart the broker answers before it leads its
+		// partitions again; a producer then fails with "no leader".
+		for _, tp := range topicsOf(md) {
+			for _, p := range tp.Partitions {
+				if err == nil && (p.Error != nil || p.Leader.ID < 0 || p.Leader.Host == "") {
+					err = fmt.Errorf("topic %s partition %d has no leader yet (%v)", tp.Name, p.ID, p.Error)
+				}
+			}
 		}
 		if err == nil {
-			err = errors.New("metadata lists no brokers")
+			return nil
 		}
 		last = err
 		select {

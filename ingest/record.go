@@ -43,6 +43,10 @@ const (
 	ReasonDuplicateID   = "duplicate_id"
 	ReasonUnreadable    = "unreadable"
 	ReasonDecompress    = "decompress_error"
+	// ReasonOffsetsDeleted records Kafka offsets that the topic's retention
+	// deleted before they were read (Position "offsets A-B"): the records
+	// are gone, and the store says so.
+	ReasonOffsetsDeleted = "offsets_deleted"
 )
 
 // Fields names the JSON fields of a record.

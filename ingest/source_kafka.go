@@ -411,6 +411,25 @@ func (p *PartitionReader) Close() error {
 	return err
 }
 
+// FirstOffset is the partition's log start offset: records below it were
+// deleted (retention) or never existed.
+func (c *KafkaConfig) FirstOffset(ctx context.Context, partition int) (int64, error) {
+	resp, err := c.client().ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{c.Topic: {kafka.FirstOffsetOf(partition)}}})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: list offsets %s/%d: %w", c.Topic, partition, err)
+	}
+	for _, p := range resp.Topics[c.Topic] {
+		if p.Partition == partition {
+			if p.Error != nil {
+				return 0, fmt.Errorf("kafka: list offsets %s/%d: %w", c.Topic, partition, p.Error)
+			}
+			return p.FirstOffset, nil
+		}
+	}
+	return 0, fmt.Errorf("kafka: list offsets %s/%d: no answer for the partition", c.Topic, partition)
+}
+
 // Partitions lists the topic's partitions.
 func (c *KafkaConfig) Partitions(ctx context.Context) ([]int, error) {
 	resp, err := c.client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{c.Topic}})

@@ -480,6 +480,9 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 		in.m.Set("emopipe_ingest_first_record_unixtime", float64(time.Now().UnixNano())/1e9)
 	}
 	pl := strconv.Itoa(w.partition)
+	if recs[0].Offset > w.next {
+		w.checkDeleted(recs[0].Offset)
+	}
 	in.m.Add("emopipe_ingest_records_total", float64(len(recs)), "partition", pl)
 	docs := make([]ingest.Document, 0, len(recs))
 	origin := make([]ingest.Record, 0, len(recs)) // the record of each doc, for dead letters
@@ -517,6 +520,35 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 	in.m.Add("emopipe_ingest_sequences_total", float64(len(w.ps.batch.Sequences)-before))
 	w.next = recs[len(recs)-1].Offset + 1
 	return nil
+}
+
+// checkDeleted runs when the partition's records resume past the offset
+// expected next. Transaction markers and compaction leave such gaps too;
+// retention is told apart by the log start offset having passed the
+// expected one. kafka-go then skips to the log start without a word, so
+// the offsets that retention took are recorded here, in the store's
+// rejects (in this batch's transaction, so once), with a metric and a log
+// line: records lost before emopipe could read them, never silently.
+func (w *partitionWork) checkDeleted(seen int64) {
+	in := w.in
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	first, err := in.cfg.Kafka.FirstOffset(ctx, w.partition)
+	if err != nil {
+		in.logf("partition %d: records resume at offset %d, not %d, and the log start is unknown: %v", w.partition, seen, w.next, err)
+		return
+	}
+	if first <= w.next {
+		return // markers or compaction, not data loss
+	}
+	end := min(first, seen)
+	n := end - w.next
+	in.m.Add("emopipe_ingest_records_deleted_total", float64(n), "partition", strconv.Itoa(w.partition))
+	in.m.Add("emopipe_ingest_rejects_total", 1, "reason", ingest.ReasonOffsetsDeleted)
+	in.logf("partition %d: offsets %d-%d (%d records) were deleted by the topic's retention before they were read; recorded in the store's rejects", w.partition, w.next, end-1, n)
+	// Into the store even with a dead-letter topic: there is no record to send.
+	w.ps.reject(&ingest.Reject{Source: w.src, Position: fmt.Sprintf("offsets %d-%d", w.next, end-1), Reason: ingest.ReasonOffsetsDeleted,
+		Detail: fmt.Sprintf("%d records deleted by the topic's retention before they were read (log start offset %d)", n, first)})
 }
 
 func (w *partitionWork) reject(r *ingest.Reject, rec ingest.Record) {

@@ -58,7 +58,9 @@ type Instance struct {
 	// SSLPort, when set, is an SSL (TLS) listener whose certificate
 	// kafka.sh made, signed by the CA in CAFile (StartTLS).
 	SSLPort int
-	script  string
+	// Settings are extra server.properties lines (StartWith).
+	Settings []string
+	script   string
 
 	mu      sync.Mutex
 	running bool
@@ -146,7 +148,10 @@ func Shared(t testing.TB) []string {
 
 // Start starts a dedicated broker for t (regardless of EMOPIPE_KAFKA_BROKERS) and
 // stops it when t ends. It fails t if the broker cannot be started.
-func Start(t testing.TB) *Instance {
+func Start(t testing.TB) *Instance { t.Helper(); return StartWith(t) }
+
+// StartWith is Start with extra server.properties lines ("key=value").
+func StartWith(t testing.TB, settings ...string) *Instance {
 	t.Helper()
 	script, err := Script()
 	if err != nil {
@@ -156,7 +161,7 @@ func Start(t testing.TB) *Instance {
 	if err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
-	in := &Instance{Dir: t.TempDir(), Port: ports[0], ControllerPort: ports[1], script: script}
+	in := &Instance{Dir: t.TempDir(), Port: ports[0], ControllerPort: ports[1], Settings: settings, script: script}
 	t.Cleanup(func() { in.stop(t, false) })
 	in.Start(t)
 	regMu.Lock()
@@ -282,6 +287,9 @@ func (in *Instance) start() (string, error) {
 		"--watch-pid", strconv.Itoa(os.Getpid())}
 	if in.SSLPort != 0 {
 		args = append(args, "--ssl-port", strconv.Itoa(in.SSLPort))
+	}
+	for _, kv := range in.Settings {
+		args = append(args, "--set", kv)
 	}
 	if in.SASLPort != 0 {
 		args = append(args, "--sasl-port", strconv.Itoa(in.SASLPort), "--sasl-user", in.SASLUser+":"+in.SASLPassword)

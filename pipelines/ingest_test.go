@@ -165,15 +165,23 @@ func TestIngestOverSASL(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, mechanism := range []string{"scram-sha-256", "plain"} {
-		dir := t.TempDir()
-		cfg := ingestCfg(t, nil, "secure", dir)
-		cfg.Kafka = sasl(mechanism, password)
-		cfg.Kafka.Group, cfg.Kafka.SessionTimeout = "g-"+mechanism, 6*time.Second
-		if err := Ingest(ctx, cfg); err != nil {
-			t.Fatalf("ingest over %s: %v", mechanism, err)
-		}
-		checkSampleIngested(t, dir)
+		ingestSampleWith(t, ctx, sasl(mechanism, password), "g-"+mechanism)
 	}
+}
+
+// ingestSampleWith ingests topic kc.Topic, which holds the sample corpus,
+// with kc's connection settings in group into a new store, and checks that
+// the store holds the sample.
+func ingestSampleWith(t *testing.T, ctx context.Context, kc ingest.KafkaConfig, group string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := ingestCfg(t, nil, kc.Topic, dir)
+	cfg.Kafka = kc
+	cfg.Kafka.Group, cfg.Kafka.SessionTimeout = group, 6*time.Second
+	if err := Ingest(ctx, cfg); err != nil {
+		t.Fatalf("ingest (group %s): %v", group, err)
+	}
+	checkSampleIngested(t, dir)
 }
 
 // The TLS options against a real broker's SSL listener (certificate for
@@ -220,12 +228,5 @@ func TestIngestOverTLS(t *testing.T) {
 	if _, err := Produce(ctx, ProduceConfig{Kafka: conf(true, in.CAFile(), false), Inputs: []string{sampleCorpus}, Partitions: 2, Compression: "lz4"}); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	cfg := ingestCfg(t, nil, "secure", dir)
-	cfg.Kafka = conf(true, in.CAFile(), false)
-	cfg.Kafka.Group, cfg.Kafka.SessionTimeout = "g-tls", 6*time.Second
-	if err := Ingest(ctx, cfg); err != nil {
-		t.Fatalf("ingest over TLS: %v", err)
-	}
-	checkSampleIngested(t, dir)
+	ingestSampleWith(t, ctx, conf(true, in.CAFile(), false), "g-tls")
 }

@@ -153,15 +153,41 @@ func Start(t testing.TB) *Instance { t.Helper(); return StartWith(t) }
 // StartWith is Start with extra server.properties lines ("key=value").
 func StartWith(t testing.TB, settings ...string) *Instance {
 	t.Helper()
+	return launch(t, 0, func(in *Instance, _ []int) { in.Settings = settings })
+}
+
+// StartSASL is Start with a second listener, SASL_PLAINTEXT on SASLAddr,
+// where user authenticates with password by SCRAM-SHA-256, SCRAM-SHA-512
+// or PLAIN (the SCRAM credentials are made when the storage is formatted).
+func StartSASL(t testing.TB, user, password string) *Instance {
+	t.Helper()
+	return launch(t, 1, func(in *Instance, ports []int) {
+		in.SASLPort, in.SASLUser, in.SASLPassword = ports[0], user, password
+	})
+}
+
+// StartTLS is Start with a second listener, SSL on TLSAddr, whose
+// certificate (for 127.0.0.1) is signed by the CA in CAFile.
+func StartTLS(t testing.TB) *Instance {
+	t.Helper()
+	return launch(t, 1, func(in *Instance, ports []int) { in.SSLPort = ports[0] })
+}
+
+// launch starts a dedicated broker on free ports (its own two, and extra
+// more that set gives to further listeners), registered for Lookup and
+// stopped when t ends.
+func launch(t testing.TB, extra int, set func(in *Instance, ports []int)) *Instance {
+	t.Helper()
 	script, err := Script()
 	if err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
-	ports, err := freePorts(2)
+	ports, err := freePorts(2 + extra)
 	if err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
-	in := &Instance{Dir: t.TempDir(), Port: ports[0], ControllerPort: ports[1], Settings: settings, script: script}
+	in := &Instance{Dir: t.TempDir(), Port: ports[0], ControllerPort: ports[1], script: script}
+	set(in, ports[2:])
 	t.Cleanup(func() { in.stop(t, false) })
 	in.Start(t)
 	regMu.Lock()
@@ -172,44 +198,6 @@ func StartWith(t testing.TB, settings ...string) *Instance {
 		delete(registry, in.Addr())
 		regMu.Unlock()
 	})
-	return in
-}
-
-// StartSASL is Start with a second listener, SASL_PLAINTEXT on SASLAddr,
-// where user authenticates with password by SCRAM-SHA-256, SCRAM-SHA-512
-// or PLAIN (the SCRAM credentials are made when the storage is formatted).
-func StartSASL(t testing.TB, user, password string) *Instance {
-	t.Helper()
-	script, err := Script()
-	if err != nil {
-		t.Fatalf("kafkatest: %v", err)
-	}
-	ports, err := freePorts(3)
-	if err != nil {
-		t.Fatalf("kafkatest: %v", err)
-	}
-	in := &Instance{Dir: t.TempDir(), Port: ports[0], ControllerPort: ports[1], SASLPort: ports[2],
-		SASLUser: user, SASLPassword: password, script: script}
-	t.Cleanup(func() { in.stop(t, false) })
-	in.Start(t)
-	return in
-}
-
-// StartTLS is Start with a second listener, SSL on TLSAddr, whose
-// certificate (for 127.0.0.1) is signed by the CA in CAFile.
-func StartTLS(t testing.TB) *Instance {
-	t.Helper()
-	script, err := Script()
-	if err != nil {
-		t.Fatalf("kafkatest: %v", err)
-	}
-	ports, err := freePorts(3)
-	if err != nil {
-		t.Fatalf("kafkatest: %v", err)
-	}
-	in := &Instance{Dir: t.TempDir(), Port: ports[0], ControllerPort: ports[1], SSLPort: ports[2], script: script}
-	t.Cleanup(func() { in.stop(t, false) })
-	in.Start(t)
 	return in
 }
 

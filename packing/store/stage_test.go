@@ -131,14 +131,22 @@ func TestDecodeStagedFormat1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := memStore(t)
+	finalizeEqualsCommit(t, memStore(t), sb, "format-1")
+}
+
+// finalizeEqualsCommit finalizes sb (a staged stageBatch) in st and checks
+// that st then equals a store that committed stageBatch directly.
+func finalizeEqualsCommit(t *testing.T, st *Store, sb *StagedBatch, what string) {
+	t.Helper()
 	if _, err := st.Finalize(sb); err != nil {
 		t.Fatal(err)
 	}
 	direct := memStore(t)
-	direct.Commit(stageBatch())
+	if _, err := direct.Commit(stageBatch()); err != nil {
+		t.Fatal(err)
+	}
 	if digest(t, st) != digest(t, direct) {
-		t.Fatal("format-1 batch finalized differently from a direct commit")
+		t.Fatalf("%s batch finalized differently from a direct commit", what)
 	}
 }
 
@@ -290,14 +298,7 @@ func TestStagedInPlaceStillFinalizes(t *testing.T) {
 	if err != nil || staged["kafka:t/0"] == nil || staged["kafka:t/0"].chunk != nil {
 		t.Fatalf("Staged() = %v, %v", staged, err)
 	}
-	if _, err := st.Finalize(staged["kafka:t/0"]); err != nil {
-		t.Fatal(err)
-	}
-	direct := memStore(t)
-	direct.Commit(stageBatch())
-	if digest(t, st) != digest(t, direct) {
-		t.Fatal("in-place staged batch finalized differently from a direct commit")
-	}
+	finalizeEqualsCommit(t, st, staged["kafka:t/0"], "in-place staged")
 }
 
 // Staging a second batch to an end a stored batch already reached is an

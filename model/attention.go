@@ -53,11 +53,58 @@ func attention(s *gmodel.Scope, cfg *Config, x, mask *Node, rp rope) *Node {
 	}
 	q, k, v := rp.apply(heads(wq)), rp.apply(heads(wk)), heads(wv) // [B,H,S,dh]
 
-	scores := Einsum("bhqd,bhkd->bhqk", q, k)            // [B,H,S,S]
+	scores := attnScores(q, k)                           // [B,H,S,S]
 	scores = MulScalar(scores, 1/math.Sqrt(float64(dh))) // scaled dot product
 	scores = Where(mask, scores, negInf(g, scores.DType()))
 	probs := Softmax(scores, -1)                                       // [B,H,S,S]; the diagonal keeps every row finite
-	out := Einsum("bhqk,bhkd->bhqd", probs, v)                         // [B,H,S,dh]
+	out := attnMix(probs, v)                                           // [B,H,S,dh]
 	out = Reshape(TransposeAllAxes(out, 0, 2, 1, 3), b, seqLen, nh*dh) // [B,S,H·dh]
 	return linear(out, wo)                                             // [B,S,d]
+}
+
+// attnScores is q·kᵀ per head, q [B,H,Sq,dh] and k [B,H,Sk,dh] ->
+// [B,H,Sq,Sk], and attnMix is p·v, p [B,H,Sq,Sk] and v [B,H,Sk,dh] ->
+// [B,H,Sq,dh]. Their key-side gradients are built as linear's weight
+// gradient is, for the same reason: dk = dsᵀ·q and dv = pᵀ·do contract
+// the query axis, which GoMLX's gradient does by transposing the [S,S]
+// matrix (ds or p), the go backend's matmul wanting the left operand's
+// contracting axis last. Here they are (qᵀ·ds)ᵀ and (doᵀ·p)ᵀ instead: two
+// transposes of [S,dh] matrices, together half the elements when dh = S/4
+// (the go backend's transpose costs ~6 ns an element). The query-side
+// gradients (ds·k, do·vᵀ) need no transpose and are GoMLX's own.
+func attnScores(q, k *Node) *Node {
+	batch := []int{0, 1}
+	return withKeyGrad(k, func(kg *Node) *Node {
+		return DotGeneral(q, []int{3}, batch, kg, []int{3}, batch)
+	}, func(ds *Node) *Node { // dk = (qᵀ·ds)ᵀ
+		return Transpose(DotGeneral(Transpose(q, 2, 3), []int{3}, batch, ds, []int{2}, batch), 2, 3)
+	})
+}
+
+func attnMix(p, v *Node) *Node {
+	batch := []int{0, 1}
+	return withKeyGrad(v, func(vg *Node) *Node {
+		return DotGeneral(p, []int{3}, batch, vg, []int{2}, batch)
+	}, func(do *Node) *Node { // dv = (doᵀ·p)ᵀ
+		return Transpose(DotGeneral(Transpose(do, 2, 3), []int{3}, batch, p, []int{2}, batch), 2, 3)
+	})
+}
+
+// withKeyGrad returns f(b) with b's gradient grad(dy), dy being the
+// gradient of f's output: the identity on the output records dy in the
+// backward pass, and the identity on b, whose gradient is asked for after
+// the output's, returns grad(dy) (linear's trick; GoMLX's own gradient for
+// b is then unused and dropped).
+func withKeyGrad(b *Node, f func(b *Node) *Node, grad func(dy *Node) *Node) *Node {
+	var dy *Node
+	bg := IdentityWithCustomGradient(b, func(_, _ *Node) *Node {
+		if dy == nil {
+			panic("model.attention: key gradient asked for before the output's")
+		}
+		return grad(dy)
+	})
+	return IdentityWithCustomGradient(f(bg), func(_, v *Node) *Node {
+		dy = v
+		return v
+	})
 }

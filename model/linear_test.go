@@ -116,3 +116,23 @@ func TestCrossEntropyGradientMatchesAutodiff(t *testing.T) {
 		}
 	}
 }
+
+// The training head computed in row groups gives the loss values and the
+// gradients (hidden states, LM-head weight) of the one-piece head.
+func TestHeadLossInChunksMatchesOnePiece(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	hn, w := randTensor(r, 4, 3, 8), randTensor(r, 13, 8)
+	labels := tensors.FromFlatDataAndDimensions([]int32{0, 3, 12, -1, 4, 5, 5, 1, 2, 9, 7, -1}, 4, 3)
+	valid := tensors.FromFlatDataAndDimensions([]bool{true, true, true, true, false, true, true, true, true, true, true, true}, 4, 3)
+	run := func(f func(hn, w, labels, valid *Node) (ce, z *Node)) []*tensors.Tensor {
+		return MustExecOnceN(backend(t), func(hn, w, labels, valid *Node) []*Node {
+			ce, z := f(hn, w, labels, valid)
+			return append([]*Node{ce, z}, Gradient(Add(ce, MulScalar(z, 1e-2)), hn, w)...)
+		}, hn, w, labels, valid)
+	}
+	mine := run(headLossInChunks)
+	want := run(func(hn, w, labels, valid *Node) (ce, z *Node) { return crossEntropy(linear(hn, w), labels, valid) })
+	for i, name := range []string{"ce", "z", "dhn", "dw"} {
+		assertAllClose(t, name, mine[i], want[i], 1e-5)
+	}
+}

@@ -93,27 +93,34 @@ func subsetLB(lb, allowed *Node, ep int) *Node {
 // crossEntropy returns the mean next-token loss and the LM-head z-loss
 // (mean logsumexp(logits)²) over positions with label >= 0 and a real token.
 // logits [B,S,V], labels [B,S] int32, valid [B,S] bool.
+func crossEntropy(logits, labels, valid *Node) (ce, z *Node) {
+	ceSum, zSum, n := crossEntropySums(logits, labels, valid)
+	n = MaxScalar(n, 1.0)
+	return Div(ceSum, n), Div(zSum, n)
+}
+
+// crossEntropySums returns Σ(lse − logit of the label), Σ lse² and the
+// count of the positions used (label >= 0 and a real token).
 //
 // The gradient with respect to the logits is written out rather than left
-// to GoMLX: with u the positions used, n their count and s = softmax(x),
+// to GoMLX: with u the positions used and s = softmax(x),
 //
-//	d/dx (a·CE + b·Z) = s·(a + 2b·lse)·u/n − onehot(label)·a·u/n
+//	d/dx (a·ΣCE + b·ΣZ) = s·(a + 2b·lse)·u − onehot(label)·a·u
 //
 // one pass over the [B,S,V] logits (the forward's exp(x−m) times a
 // per-position factor) and an in-place scatter of the label terms. GoMLX's
 // own gradient of the same sums broadcasts, multiplies, scatters into a
 // zero tensor and adds: four more passes over the largest tensor of a small
 // model's step (~4% of a tiny step). The test compares both gradients.
-func crossEntropy(logits, labels, valid *Node) (ce, z *Node) {
+func crossEntropySums(logits, labels, valid *Node) (ceSum, zSum, n *Node) {
 	g := logits.Graph()
 	v := logits.Shape().Dim(-1)
 	use := And(valid, GreaterOrEqual(labels, ScalarZero(g, labels.DType()))) // [B,S]
 	lbl := ClipScalar(ConvertDType(labels, dtypes.Int32), 0, float64(v-1))
 	labelIdx := rowIndexed(InsertAxes(lbl, -1)) // [B,S,1,3]
 	uf := ConvertDType(use, logits.DType())
-	n := MaxScalar(ReduceAllSum(uf), 1.0)
 
-	var expd, sum, lse, dce, dz *Node // forward values and, in the backward pass, dLoss/dCE and dLoss/dZ
+	var expd, sum, lse, dce, dz *Node // forward values and, in the backward pass, dLoss/dΣCE and dLoss/dΣZ
 	x := IdentityWithCustomGradient(logits, func(_, _ *Node) *Node {
 		perPos := ZerosLike(lse) // [B,S]: a + 2b·lse
 		if dce != nil {
@@ -122,10 +129,9 @@ func crossEntropy(logits, labels, valid *Node) (ce, z *Node) {
 		if dz != nil {
 			perPos = Add(perPos, Mul(MulScalar(dz, 2), lse))
 		}
-		w := Div(uf, n)                                             // [B,S] u/n
-		grad := Mul(expd, InsertAxes(Div(Mul(perPos, w), sum), -1)) // s·(a + 2b·lse)·u/n
+		grad := Mul(expd, InsertAxes(Div(Mul(perPos, uf), sum), -1)) // s·(a + 2b·lse)·u
 		if dce != nil {
-			grad = ScatterSum(grad, labelIdx, InsertAxes(Neg(Mul(w, dce)), -1), false, false) // − onehot·a·u/n, in place
+			grad = ScatterSum(grad, labelIdx, InsertAxes(Neg(Mul(uf, dce)), -1), false, false) // − onehot·a·u, in place
 		}
 		return grad
 	})
@@ -134,13 +140,13 @@ func crossEntropy(logits, labels, valid *Node) (ce, z *Node) {
 	sum = ReduceSum(expd, -1)                          // [B,S]
 	lse = Add(Squeeze(m, -1), Log(sum))                // [B,S]
 	picked := Squeeze(Gather(x, labelIdx), -1)         // [B,S] logit of the label
-	ce = IdentityWithCustomGradient(Div(ReduceAllSum(Mul(Sub(lse, picked), uf)), n), func(_, d *Node) *Node {
+	ceSum = IdentityWithCustomGradient(ReduceAllSum(Mul(Sub(lse, picked), uf)), func(_, d *Node) *Node {
 		dce = d
 		return d
 	})
-	z = IdentityWithCustomGradient(Div(ReduceAllSum(Mul(Square(lse), uf)), n), func(_, d *Node) *Node {
+	zSum = IdentityWithCustomGradient(ReduceAllSum(Mul(Square(lse), uf)), func(_, d *Node) *Node {
 		dz = d
 		return d
 	})
-	return ce, z
+	return ceSum, zSum, ReduceAllSum(uf)
 }

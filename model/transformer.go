@@ -214,19 +214,54 @@ func Forward(s *gmodel.Scope, cfg Config, in Inputs, opts Options) Outputs {
 	head := s.In("lm_head")
 	hn := rmsNorm(head.In("norm"), h, c.NormEps)                                                    // [B,S,d]
 	wOut := head.VariableWithShape("w_out", shapes.Make(dtype, c.VocabSize, c.DModel)).NodeValue(g) // [V,d]
-	// linear: no transpose of the [B·S,V] dlogits in the weight gradient.
-	out.Logits = linear(hn, wOut) // [B,S,V]
+	if in.Labels == nil || opts.Logits {
+		// linear: no transpose of the [B·S,V] dlogits in the weight gradient.
+		out.Logits = linear(hn, wOut) // [B,S,V]
+	}
 	if in.Labels != nil {
 		labels := ConvertDType(in.Labels, dtypes.Int32)
 		checkDims("labels", labels, b, seqLen)
-		out.CE, out.LMHeadZ = crossEntropy(out.Logits, labels, valid)
+		if out.Logits != nil {
+			out.CE, out.LMHeadZ = crossEntropy(out.Logits, labels, valid)
+		} else {
+			out.CE, out.LMHeadZ = headLossInChunks(hn, wOut, labels, valid)
+		}
 		out.Aux = Add(out.Aux, MulScalar(out.LMHeadZ, c.LMHeadZLossWeight))
 		out.Loss = Add(out.CE, out.Aux)
 	}
-	if !opts.Logits {
-		out.Logits = nil
-	}
 	return out
+}
+
+// headChunks is how many row groups headLossInChunks splits a batch into.
+// A constant, not the core count, so that losses do not depend on the
+// machine.
+const headChunks = 2
+
+// headLossInChunks is crossEntropy(linear(hn, w), ...) computed on
+// headChunks groups of rows, sums combined. Why: the go backend runs each
+// element-wise op on one core, and the softmax over the vocabulary (an exp
+// per logit, the largest tensor of a small model) was one chain of such ops
+// that left the other core idle; independent chains run side by side.
+// Same values up to float summation order.
+func headLossInChunks(hn, w, labels, valid *Node) (ce, z *Node) {
+	b := hn.Shape().Dim(0)
+	chunks := headChunks
+	if b%chunks != 0 {
+		chunks = 1
+	}
+	rows := b / chunks
+	var ceSum, zSum, n *Node
+	for c := range chunks {
+		part := func(x *Node) *Node { return SliceAxis(x, 0, AxisRange(c*rows, (c+1)*rows)) }
+		cs, zs, nc := crossEntropySums(linear(part(hn), w), part(labels), part(valid))
+		if c == 0 {
+			ceSum, zSum, n = cs, zs, nc
+			continue
+		}
+		ceSum, zSum, n = Add(ceSum, cs), Add(zSum, zs), Add(n, nc)
+	}
+	n = MaxScalar(n, 1.0)
+	return Div(ceSum, n), Div(zSum, n)
 }
 
 func checkDims(what string, x *Node, dims ...int) {

@@ -468,3 +468,48 @@ func TestLoadBalanceCountSources(t *testing.T) {
 		t.Errorf("local LB %v equals global %v", flatFloat(local), flatFloat(global))
 	}
 }
+
+// Pool-size slots past a batch's last segment change nothing: the trainer
+// gives its graphs only as many slots as the batch's segments need
+// (train.segmentSlots), and the losses, counts and logits must then be
+// those of the full, sequence-length-wide draw.
+func TestPoolSlotsPastTheSegmentsChangeNothing(t *testing.T) {
+	cfg := testConfig()
+	b := 3
+	tb := makeBatch(rand.New(rand.NewPCG(21, 22)), cfg.VocabSize, b, cfg.SeqLen, 5)
+	top := int32(0)
+	for _, row := range tb.segs {
+		for _, s := range row {
+			top = max(top, s)
+		}
+	}
+	slots := int(top) + 1
+	if slots >= cfg.SeqLen {
+		t.Fatalf("test batch uses all %d slots", slots)
+	}
+	full := cfg.SamplePoolSizes(rand.New(rand.NewPCG(23, 24)), b, cfg.SeqLen)
+	all := tensors.MustCopyFlatData[int32](full)
+	var cut []int32
+	for l := range cfg.NLayers {
+		for r := range b {
+			base := (l*b + r) * cfg.SeqLen
+			cut = append(cut, all[base:base+slots]...)
+		}
+	}
+	narrow := tensors.FromFlatDataAndDimensions(cut, cfg.NLayers, b, slots)
+	outs := func(o Outputs) []*Node { return []*Node{o.Loss, o.Aux, o.Counts, o.Logits} }
+	store := newStore(7)
+	var res [2][]*tensors.Tensor
+	for i, pools := range []*tensors.Tensor{full, narrow} {
+		res[i] = run(t, store, forwardSpec{cfg: cfg, opts: Options{Logits: true, Train: true}, pools: true, outputs: outs},
+			append(baseArgs(tb), pools)...)
+	}
+	for i, name := range []string{"loss", "aux", "counts", "logits"} {
+		a, b := flatFloat(res[0][i]), flatFloat(res[1][i])
+		for j := range a {
+			if a[j] != b[j] {
+				t.Fatalf("%s[%d]: %v with %d slots, %v with %d", name, j, a[j], cfg.SeqLen, b[j], slots)
+			}
+		}
+	}
+}

@@ -251,16 +251,45 @@ func (t *Trainer) poolSizes(step int) []int32 {
 	return tensors.MustCopyFlatData[int32](x)
 }
 
-// microPools slices rows [r0, r0+rows) of a [L,B,NSeg] draw.
-func (t *Trainer) microPools(all []int32, r0, rows int) *tensors.Tensor {
+// microPools slices rows [r0, r0+rows) and the first slots segment slots
+// of a [L,B,NSeg] draw.
+func (t *Trainer) microPools(all []int32, r0, rows, slots int) *tensors.Tensor {
 	nl, b, ns := t.cfg.Model.NLayers, t.cfg.Batch, t.nseg
-	out := make([]int32, 0, nl*rows*ns)
+	out := make([]int32, 0, nl*rows*slots)
 	for l := range nl {
-		base := (l*b + r0) * ns
-		out = append(out, all[base:base+rows*ns]...)
+		for r := r0; r < r0+rows; r++ {
+			base := (l*b + r) * ns
+			out = append(out, all[base:base+slots]...)
+		}
 	}
-	return tensors.FromFlatDataAndDimensions(out, nl, rows, ns)
+	return tensors.FromFlatDataAndDimensions(out, nl, rows, slots)
 }
+
+// segmentSlots is how many segment slots a micro-batch's graph gets: the
+// smallest power of two (at least minSegmentSlots, at most ns) above every
+// router segment id in its rows.
+//
+// Why not always ns (= the sequence length, the most a row can hold): the
+// EMO pool ranks every expert against every other in every slot, O(slots·E'²)
+// element-wise work, and nearly all of the ns slots are empty: a row holds a
+// few documents. The draws are made for ns slots either way and sliced, so
+// the pools, and the losses, are those of the full-width graph; a batch
+// with more documents gets a wider graph (compiled once per width).
+func segmentSlots(segments [][]int32, ns int) int {
+	top := int32(-1)
+	for _, row := range segments {
+		for _, s := range row {
+			top = max(top, s)
+		}
+	}
+	slots := minSegmentSlots
+	for slots <= int(top) {
+		slots *= 2
+	}
+	return min(slots, ns)
+}
+
+const minSegmentSlots = 8
 
 func float32s(t *tensors.Tensor) []float32 {
 	if t.DType() != dtypes.Float32 {

@@ -451,7 +451,7 @@ func (t *Trainer) plan(batch Batch) (stepPlan, error) {
 	for m := range k {
 		p.micro[m] = batch.slice(m*mb, (m+1)*mb)
 		if allPools != nil {
-			p.pools[m] = t.microPools(allPools, m*mb, mb)
+			p.pools[m] = t.microPools(allPools, m*mb, mb, segmentSlots(p.micro[m].Segments, t.nseg))
 		}
 		nLab[m], nReal[m] = p.micro[m].counts()
 		totLab += nLab[m]

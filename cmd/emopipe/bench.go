@@ -37,6 +37,7 @@ func newBenchCmd() *cobra.Command {
 	f.StringVar(&tokName, "tokenizer", "dolma2", "tokenizer")
 	f.IntVar(&cfg.SeqLen, "seq-len", 2048, "sequence length")
 	f.IntVar(&cfg.Partitions, "partitions", 4, "topic partitions")
+	f.IntVar(&cfg.Rounds, "rounds", 3, "ingest runs, alternating with tokenize-only passes (best and median of each)")
 	f.Float64Var(&cfg.LagRate, "lag-rate", 0, "records/s of the paced lag phase (default: half the measured rate)")
 	f.IntVar(&cfg.LagSeconds, "lag-seconds", 20, "length of the paced lag phase")
 	f.IntVar(&cfg.Copies, "copies", 1, "repeat the data this many times (fresh ids)")

@@ -118,7 +118,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	// tokenize), so that both see the same machine, and both are
 	// summarised alike: best and median. (Best of several tokenize passes
 	// against one ingest run understated the ratio on this shared VM, whose
-	// speed varies by 10-20% from run to run.)
+	// speed varies by 10-40% from run to run.)
 	fresh := func() (*tokenize.Tokenizer, error) {
 		js, err := cfg.Tokenizer.MarshalJSON()
 		if err != nil {
@@ -191,6 +191,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		rk.Group = fmt.Sprintf("%s-r%d", kc.Topic, round)
 		icfg = IngestConfig{Store: filepath.Join(dir, fmt.Sprintf("store-%d", round)), Kafka: rk, Packing: pc, Tokenizer: itok,
 			IdleExit: 4 * time.Second, Metrics: m, Log: cfg.Log}
+		defer os.RemoveAll(icfg.Store)
 		// The phases carry pprof labels, so that an EMOPIPE_CPUPROFILE of
 		// the whole benchmark splits into them (go tool pprof -tagfocus
 		// bench=ingest).
@@ -221,7 +222,6 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		if err := ingestOnce(round); err != nil {
 			return nil, err
 		}
-		os.RemoveAll(icfg.Store)
 	}
 	if err := tokenizeOnly(); err != nil {
 		return nil, err

@@ -29,7 +29,7 @@ func linear(x, w *Node) *Node {
 	dims[len(dims)-1] = out
 	x2 := Reshape(x, -1, in) // [N,in]
 	var dy *Node             // [N,out], set in the backward pass
-	wg := IdentityWithCustomGradient(w, func(_, _ *Node) *Node {
+	wg := weightHook(w, func(_, _ *Node) *Node {
 		if dy == nil {
 			panic("model.linear: weight gradient asked for before the output's")
 		}

@@ -85,7 +85,7 @@ type mergedGrad struct {
 
 func newMergedGrad(v *Node) *mergedGrad {
 	m := &mergedGrad{}
-	m.w = IdentityWithCustomGradient(v, func(_, _ *Node) *Node {
+	m.w = weightHook(v, func(_, _ *Node) *Node {
 		var g *Node
 		if m.dBlocks != nil {
 			g = Scatter(InsertAxes(m.idx, -1), m.dBlocks, v.Shape(), false, false)

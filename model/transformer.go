@@ -63,6 +63,8 @@ type Options struct {
 	SkipHead bool
 	// Dispatch overrides Config.Dispatch ("" keeps it).
 	Dispatch string
+	// WeightViews fills Outputs.WeightViews.
+	WeightViews bool
 }
 
 // Outputs are the nodes a forward pass returns. L layers, E' routable experts.
@@ -93,6 +95,10 @@ type Outputs struct {
 	Tokens *Node
 	// Layers are the per-layer routing decisions (for tests and analysis).
 	Layers []Routing
+	// WeightViews maps a weight's node to the identity that carries its
+	// custom gradient, for the weights that have one (with
+	// Options.WeightViews; see weightviews.go).
+	WeightViews map[*Node]*Node
 }
 
 // Forward builds the model graph. Variables live under s:
@@ -108,7 +114,18 @@ type Outputs struct {
 // Matrices are [out,in] like PyTorch's Linear.weight (OLMo-core's names
 // with "/" for "."). Errors panic, GoMLX style; wrap the call in Try to get
 // an error.
-func Forward(s *gmodel.Scope, cfg Config, in Inputs, opts Options) Outputs {
+func Forward(s *gmodel.Scope, cfg Config, in Inputs, opts Options) (out Outputs) {
+	if !opts.WeightViews {
+		return forward(s, cfg, in, opts)
+	}
+	g := in.Tokens.Graph()
+	beginWeightViews(g)
+	// Deferred so that a panicking build leaves no record behind either.
+	defer func() { out.WeightViews = endWeightViews(g) }()
+	return forward(s, cfg, in, opts)
+}
+
+func forward(s *gmodel.Scope, cfg Config, in Inputs, opts Options) Outputs {
 	if err := cfg.Validate(); err != nil {
 		panic(err)
 	}

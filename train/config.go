@@ -125,6 +125,10 @@ type Config struct {
 	// Metrics receives per-step gauges (nil: none). *pipelines.Metrics
 	// satisfies it.
 	Metrics MetricsSink `json:"-"`
+
+	// graphOptimizer keeps AdamW in the step graph on a backend whose
+	// buffers are host memory too (tests compare the two).
+	graphOptimizer bool
 }
 
 // OptimConfig is AdamW with global-norm clipping and a cosine schedule with

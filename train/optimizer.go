@@ -63,7 +63,16 @@ const (
 	momentM      = optimScope + "/adam_m"
 	momentV      = optimScope + "/adam_v"
 	gradAccScope = optimScope + "/grad_acc"
+	// gradOutScope holds the step's gradients for the host optimizer
+	// (hostAdamW); not checkpointed either.
+	gradOutScope = optimScope + "/grad"
 )
+
+// transient reports whether the variable at path is scratch between
+// steps (gradient accumulators and outputs), left out of checkpoints.
+func transient(path string) bool {
+	return strings.HasPrefix(path, gradAccScope+"/") || strings.HasPrefix(path, gradOutScope+"/")
+}
 
 // ClipByGlobalNorm scales grads by min(1, maxNorm/(‖g‖+1e-6)) with ‖g‖ the
 // norm over all of them (torch.nn.utils.clip_grad_norm_). maxNorm < 0 means

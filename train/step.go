@@ -43,6 +43,9 @@ type layout struct {
 	attn   bool // attention documents differ from router segments
 	pools  bool // EMO router: training pool sizes
 	counts bool // accumulated global LB: counts from the count passes
+	// hostOptim: the step graph returns the gradients and hostAdamW
+	// updates the weights (backends with host-memory buffers).
+	hostOptim bool
 }
 
 func (l layout) has(k graphKind) (labels, pools, counts, weights, hyper bool) {
@@ -50,7 +53,7 @@ func (l layout) has(k graphKind) (labels, pools, counts, weights, hyper bool) {
 	pools = l.pools && (k == kindCount || k == kindAccum || k == kindStep)
 	counts = l.counts && (k == kindAccum || k == kindStep)
 	weights = k == kindAccum || k == kindStep
-	hyper = k == kindStep
+	hyper = k == kindStep && !l.hostOptim
 	return
 }
 
@@ -62,7 +65,7 @@ const (
 	outLB       // [L]
 	outCounts   // [L,E']
 	outPoolMean // [L]
-	outGradNorm // scalar (0 for kindAccum)
+	outGradNorm // scalar (0 for kindAccum and with the host optimizer)
 	numStepOutputs
 )
 
@@ -98,7 +101,8 @@ func (t *Trainer) graphFn(k graphKind) func(s *gmodel.Scope, in []*Node) []*Node
 		if hasHyper {
 			hyper = next()
 		}
-		opts := model.Options{Train: k == kindCount || k == kindAccum || k == kindStep}
+		hostStep := k == kindStep && t.layout.hostOptim
+		opts := model.Options{Train: k == kindCount || k == kindAccum || k == kindStep, WeightViews: hostStep}
 		if t.cfg.LB == LBLocal {
 			opts.LBGroupRows = t.cfg.LBGroupRows
 		}
@@ -153,10 +157,29 @@ func (t *Trainer) graphFn(k graphKind) func(s *gmodel.Scope, in []*Node) []*Node
 				acc.SetNodeValue(ZerosLike(acc.NodeValue(g)))
 			}
 		}
-		if k == kindStep {
-			norm = adamWUpdate(st, t.cfg.Optim, params, grads, hyper)
+		outs := []*Node{out.CE, out.LMHeadZ, out.RouterZ, out.LB, out.Counts, poolMean(out.PoolSizes, cfg.NLayers, g), norm}
+		if hostStep {
+			// The gradients go to variables rather than outputs: last
+			// step's gradient buffers are then donated to this run and
+			// reused, where outputs would be fresh memory every step.
+			// Each weight that has a view (model.Outputs.WeightViews) is
+			// donated and comes back as that view: the same memory, not
+			// a copy (weightviews.go).
+			t.hostViews = 0
+			for j, v := range params {
+				st.VariableWithShape(gradOutScope+v.Path(), v.Shape(), initializer.Zero).SetTrainable(false).SetNodeValue(grads[j])
+				if view := out.WeightViews[nodes[j]]; view != nil {
+					v.SetNodeValue(view)
+					t.hostViews++
+				}
+			}
+			t.hostParams = params
+			return outs
 		}
-		return []*Node{out.CE, out.LMHeadZ, out.RouterZ, out.LB, out.Counts, poolMean(out.PoolSizes, cfg.NLayers, g), norm}
+		if k == kindStep {
+			outs[outGradNorm] = adamWUpdate(st, t.cfg.Optim, params, grads, hyper)
+		}
+		return outs
 	}
 }
 

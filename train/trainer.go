@@ -41,6 +41,11 @@ type Trainer struct {
 	ckptDir string
 
 	execs map[graphKind]*gmodel.Exec
+	// hostParams are the step graph's trainable variables in the order of
+	// its gradient outputs (host optimizer only); hostOpt updates them.
+	hostParams []*gmodel.Variable
+	hostViews  int // how many of them the step graph hands back as views
+	hostOpt    *hostAdamW
 
 	step    int
 	tokens  int64
@@ -204,6 +209,7 @@ func NewWithStore(ctx context.Context, st *store.Store, cfg Config) (*Trainer, e
 	if t.backend, err = NewBackend(cfg.Backend); err != nil {
 		return nil, err
 	}
+	t.layout.hostOptim = t.backend.HasSharedBuffers() && !cfg.graphOptimizer
 	t.vars = gmodel.NewStore()
 	t.vars.SetParam(gmodel.ParamInitialSeed, int64(cfg.Seed))
 	if err := t.initVariables(); err != nil {
@@ -373,7 +379,11 @@ func (t *Trainer) Step(ctx context.Context) (StepMetrics, error) {
 		for l, v := range float32s(outs[outPoolMean]) {
 			sm.PoolSize[l] += float64(v) / float64(k)
 		}
-		if kind == kindStep {
+		if kind == kindStep && t.layout.hostOptim {
+			if sm.GradNorm, err = t.hostUpdate(); err != nil {
+				return StepMetrics{}, fmt.Errorf("train: step %d: %w", t.step+1, err)
+			}
+		} else if kind == kindStep {
 			sm.GradNorm = float64(float32s(outs[outGradNorm])[0])
 		}
 		for _, o := range outs {
@@ -424,6 +434,20 @@ func (t *Trainer) Step(ctx context.Context) (StepMetrics, error) {
 		cfg.OnStep(sm)
 	}
 	return sm, nil
+}
+
+// hostUpdate applies the step's AdamW update on the host from the
+// gradients the step graph left in its gradient variables, and returns
+// their norm before clipping.
+func (t *Trainer) hostUpdate() (float64, error) {
+	if t.hostOpt == nil {
+		h, err := newHostAdamW(t.vars, t.cfg.Optim, t.hostParams)
+		if err != nil {
+			return 0, err
+		}
+		t.hostOpt = h
+	}
+	return t.hostOpt.step(t.step)
 }
 
 // stepPlan is one step's micro-batches with their pool sizes, loss
@@ -505,7 +529,7 @@ func newPCG(seed, stream uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 
 func (t *Trainer) checkpointTensors() (map[string]*tensors.Tensor, error) {
 	out := map[string]*tensors.Tensor{}
 	for v := range t.vars.IterVariables() {
-		if strings.HasPrefix(v.Path(), gradAccScope+"/") {
+		if transient(v.Path()) {
 			continue
 		}
 		val, err := v.Value()
@@ -572,7 +596,7 @@ func (t *Trainer) loadCheckpoint(ref CheckpointRef) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	for v := range t.vars.IterVariables() {
-		if strings.HasPrefix(v.Path(), gradAccScope+"/") {
+		if transient(v.Path()) {
 			continue
 		}
 		name := strings.TrimPrefix(v.Path(), "/")

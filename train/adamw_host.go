@@ -129,11 +129,7 @@ func (h *hostAdamW) step(step int) (norm float64, err error) {
 	partial := make([]float64, len(h.chunks))
 	h.parallel(func(c int) {
 		ch := h.chunks[c]
-		var s float64
-		for _, x := range g[ch.param][ch.lo:ch.hi] {
-			s += float64(x) * float64(x)
-		}
-		partial[c] = s
+		partial[c] = sumSquares(g[ch.param][ch.lo:ch.hi])
 	})
 	var sq float64
 	for _, s := range partial {
@@ -142,38 +138,83 @@ func (h *hostAdamW) step(step int) (norm float64, err error) {
 	norm = math.Sqrt(sq)
 
 	o := h.o
-	coef := float32(1)
-	if o.ClipNorm >= 0 {
-		coef = float32(math.Min(o.ClipNorm/(norm+1e-6), 1))
-	}
 	hp := o.hyperParams(step)
-	keep := float32(1 - o.LRAt(step)*o.WeightDecay)
-	stepSize := -hp[1] // -lr/(1-β1^t)
-	bc2Sqrt := hp[2]   // sqrt(1-β2^t)
-	w1, b2, w2 := float32(1-o.Beta1), float32(o.Beta2), float32(1-o.Beta2)
-	eps := float32(o.Eps)
+	k := adamWScalars{coef: 1, stepSize: -hp[1], bc2Sqrt: hp[2], keep: float32(1 - o.LRAt(step)*o.WeightDecay),
+		w1: float32(1 - o.Beta1), b2: float32(o.Beta2), w2: float32(1 - o.Beta2), eps: float32(o.Eps)}
+	if o.ClipNorm >= 0 {
+		k.coef = float32(math.Min(o.ClipNorm/(norm+1e-6), 1))
+	}
 	h.parallel(func(c int) {
 		ch := h.chunks[c]
-		gs := g[ch.param][ch.lo:ch.hi]
-		ps := p[ch.param][ch.lo:ch.hi]
-		ms := m[ch.param][ch.lo:ch.hi]
-		vs := v[ch.param][ch.lo:ch.hi]
-		ps, ms, vs = ps[:len(gs)], ms[:len(gs)], vs[:len(gs)]
-		decay := h.decays[ch.param]
-		for j, gr := range gs {
-			gr *= coef // clip_grad_norm_: grad.mul_(clip_coef_clamped)
-			pj := ps[j]
-			if decay {
-				pj *= keep // param.mul_(1 - lr·wd)
-			}
-			mj := ms[j] + w1*(gr-ms[j]) // exp_avg.lerp_(grad, 1-β1)
-			vj := vs[j]*b2 + w2*gr*gr   // exp_avg_sq.mul_(β2).addcmul_(grad, grad, 1-β2)
-			d := float32(math.Sqrt(float64(vj)))/bc2Sqrt + eps
-			ps[j] = pj + stepSize*mj/d // param.addcdiv_(exp_avg, denom, -step_size)
-			ms[j], vs[j] = mj, vj
-		}
+		kc := k
+		kc.decay = h.decays[ch.param]
+		adamWChunk(kc, g[ch.param][ch.lo:ch.hi], p[ch.param][ch.lo:ch.hi], m[ch.param][ch.lo:ch.hi], v[ch.param][ch.lo:ch.hi])
 	})
 	return norm, nil
+}
+
+// adamWScalars are one step's scalars of the element-wise update.
+type adamWScalars struct {
+	coef     float32 // clip_grad_norm_'s scale
+	keep     float32 // 1 - lr·wd
+	decay    bool    // whether keep applies (not to embeddings and norms)
+	stepSize float32 // -lr/(1-β1^t)
+	bc2Sqrt  float32 // sqrt(1-β2^t)
+	w1       float32 // 1-β1
+	b2, w2   float32 // β2, 1-β2
+	eps      float32
+}
+
+// adamWChunk updates p, m and v from g, element by element: the AVX2
+// kernel where the CPU has it (adamw_host_amd64.go), else adamWScalar.
+// Both round every operation to float32 in the same order, so they give
+// the same bits (TestAdamWKernelsAgree).
+var adamWChunk = adamWScalar
+
+// sumSquares is Σ g² in float64, likewise vectorised where possible.
+var sumSquares = sumSquaresScalar
+
+// vectorKernels says whether adamWChunk and sumSquares are the AVX2 ones.
+var vectorKernels = false
+
+func adamWScalar(k adamWScalars, g, p, m, v []float32) {
+	p, m, v = p[:len(g)], m[:len(g)], v[:len(g)]
+	for j, gr := range g {
+		gr *= k.coef // clip_grad_norm_: grad.mul_(clip_coef_clamped)
+		pj := p[j]
+		if k.decay {
+			pj *= k.keep // param.mul_(1 - lr·wd)
+		}
+		mj := m[j] + k.w1*(gr-m[j])                            // exp_avg.lerp_(grad, 1-β1)
+		vj := v[j]*k.b2 + k.w2*gr*gr                           // exp_avg_sq.mul_(β2).addcmul_(grad, grad, 1-β2)
+		d := float32(math.Sqrt(float64(vj)))/k.bc2Sqrt + k.eps // (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
+		p[j] = pj + k.stepSize*mj/d                            // param.addcdiv_(exp_avg, denom, -step_size)
+		m[j], v[j] = mj, vj
+	}
+}
+
+// sumSquaresScalar sums in blocks of 256 in float32 (the vector kernel's
+// order: lane i of a block takes elements i, i+8, ...) and adds the
+// blocks in float64.
+func sumSquaresScalar(g []float32) float64 {
+	var total float64
+	for lo := 0; lo < len(g); lo += 256 {
+		blk := g[lo:min(len(g), lo+256)]
+		var lanes [8]float32
+		n8 := len(blk) &^ 7
+		for j := 0; j < n8; j += 8 {
+			for l := range 8 {
+				lanes[l] += blk[j+l] * blk[j+l]
+			}
+		}
+		for _, x := range lanes {
+			total += float64(x)
+		}
+		for _, x := range blk[n8:] {
+			total += float64(x) * float64(x)
+		}
+	}
+	return total
 }
 
 // parallel runs f over every chunk index on GOMAXPROCS workers.

@@ -111,9 +111,10 @@ func clipCoef(grads []*Node, maxNorm *Node, sq []*Node) (coef, norm *Node) {
 // is the [4] input of OptimConfig.hyperParams. It returns the gradient norm
 // before clipping.
 //
-// On the go backend every element-wise op is a pass over all parameters
-// (no fusion), and AdamW was about 11% of a small-model step, so the
-// arithmetic is arranged for fewer passes, with the same values (to
+// It runs where the weights live on an accelerator (xla backend); on the
+// go backend the trainer uses hostAdamW, the same update in two passes.
+// Without fusion every element-wise op is a pass over all parameters, so
+// the arithmetic is arranged for fewer of them, with the same values (to
 // float32 rounding; TestAdamWMatchesPyTorchArithmetic):
 //   - the clip scale c is folded into the moments' scalars, m' = β1·m +
 //     (c(1-β1))·g and v' = β2·v + (c²(1-β2))·g², and g² is the one the

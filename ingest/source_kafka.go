@@ -430,6 +430,9 @@ func (c *KafkaConfig) FirstOffset(ctx context.Context, partition int) (int64, er
 	return 0, fmt.Errorf("kafka: list offsets %s/%d: no answer for the partition", c.Topic, partition)
 }
 
+// ErrNoTopic is Partitions' error for a topic the broker does not have.
+var ErrNoTopic = errors.New("no such topic")
+
 // Partitions lists the topic's partitions.
 func (c *KafkaConfig) Partitions(ctx context.Context) ([]int, error) {
 	resp, err := c.client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{c.Topic}})
@@ -438,6 +441,9 @@ func (c *KafkaConfig) Partitions(ctx context.Context) ([]int, error) {
 	}
 	for _, t := range resp.Topics {
 		if t.Name == c.Topic {
+			if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
+				return nil, fmt.Errorf("kafka: topic %s: %w", c.Topic, ErrNoTopic)
+			}
 			if t.Error != nil {
 				return nil, fmt.Errorf("kafka: topic %s: %w", c.Topic, t.Error)
 			}
@@ -448,7 +454,7 @@ func (c *KafkaConfig) Partitions(ctx context.Context) ([]int, error) {
 			return ps, nil
 		}
 	}
-	return nil, fmt.Errorf("kafka: topic %s not found", c.Topic)
+	return nil, fmt.Errorf("kafka: topic %s: %w", c.Topic, ErrNoTopic)
 }
 
 // CreateTopic creates a topic (no error if it exists).
@@ -578,7 +584,10 @@ func (p *Producer) Write(ctx context.Context, keys, values [][]byte) error {
 }
 
 // writeRetrying retries until every message is acknowledged, resending
-// only the ones that failed, or until ctx ends.
+// only the ones that failed, or until ctx ends. An error that no retry can
+// cure (a record over the broker's size limit, no permission, a bad topic)
+// is returned at once, naming the record: retrying it would hang the
+// writer forever.
 func writeRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) error {
 	backoff := 200 * time.Millisecond
 	for len(msgs) > 0 {
@@ -589,12 +598,23 @@ func writeRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) e
 		var werrs kafka.WriteErrors
 		if errors.As(err, &werrs) && len(werrs) == len(msgs) {
 			var retry []kafka.Message
+			failed := 0
 			for i, e := range werrs {
-				if e != nil {
-					retry = append(retry, msgs[i])
+				if e == nil {
+					continue
 				}
+				failed++
+				if permanentWriteError(e) {
+					return fmt.Errorf("kafka: write to %s: a record of %d bytes (%d of %d in its batch): %w%s",
+						w.Topic, len(msgs[i].Key)+len(msgs[i].Value), i+1, len(msgs), e, sizeHint(e))
+				}
+				retry = append(retry, msgs[i])
 			}
 			msgs = retry
+			// WriteErrors prints every element: one line is enough.
+			err = fmt.Errorf("%d of %d records failed, e.g. %w", failed, len(werrs), firstError(werrs))
+		} else if permanentWriteError(err) {
+			return fmt.Errorf("kafka: write to %s: %w%s", w.Topic, err, sizeHint(err))
 		}
 		select {
 		case <-ctx.Done():
@@ -602,6 +622,39 @@ func writeRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) e
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
+}
+
+// permanentWriteError reports the produce errors that retrying cannot fix.
+// Anything else (a broker down or restarting, a leader moving, a timeout)
+// is retried.
+func permanentWriteError(err error) bool {
+	var tooLarge kafka.MessageTooLargeError
+	if errors.As(err, &tooLarge) {
+		return true
+	}
+	for _, e := range []kafka.Error{kafka.MessageSizeTooLarge, kafka.RecordListTooLarge, kafka.InvalidTopic,
+		kafka.TopicAuthorizationFailed, kafka.UnsupportedCompressionType, kafka.InvalidRecord, kafka.PolicyViolation} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func sizeHint(err error) string {
+	if errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge) {
+		return " (raise the topic's max.message.bytes, or split the document)"
+	}
+	return ""
+}
+
+func firstError(errs kafka.WriteErrors) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
 	}
 	return nil
 }

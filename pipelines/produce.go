@@ -2,6 +2,7 @@ package pipelines
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -35,6 +36,10 @@ func Produce(ctx context.Context, cfg ProduceConfig) (int, error) {
 		if err := cfg.Kafka.CreateTopic(ctx, cfg.Kafka.Topic, cfg.Partitions); err != nil {
 			return 0, err
 		}
+	} else if _, err := cfg.Kafka.Partitions(ctx); errors.Is(err, ingest.ErrNoTopic) {
+		// Otherwise the writer would retry "unknown topic" until killed
+		// (it is a transient error while a new topic propagates).
+		return 0, fmt.Errorf("produce: %w (--partitions N creates it)", err)
 	}
 	p, err := cfg.Kafka.NewProducer(cfg.Kafka.Topic, cfg.Compression)
 	if err != nil {

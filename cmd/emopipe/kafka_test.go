@@ -298,3 +298,43 @@ func TestIngestBrokerRestart(t *testing.T) {
 func uniqueName(base string) string {
 	return fmt.Sprintf("%s-%d", base, time.Now().UnixNano())
 }
+
+// Errors no retry can cure are not retried forever: `emopipe produce` to a
+// topic that does not exist, and of a record over the broker's message
+// size limit, stops at once with one line saying what is wrong.
+func TestProduceFailsFastOnPermanentErrors(t *testing.T) {
+	brokers := strings.Join(kafkatest.Shared(t), ",")
+	topic := uniqueName("too-large")
+	r := rand.New(rand.NewPCG(1, 2))
+	text := make([]byte, 2<<20) // over Kafka's default 1 MB, incompressible
+	for i := range text {
+		text[i] = byte('a' + r.IntN(26))
+	}
+	line, _ := json.Marshal(streamDoc{ID: "big", Text: string(text), Domain: "x"})
+	f := filepath.Join(t.TempDir(), "big.jsonl")
+	if err := os.WriteFile(f, append(line, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "produce", "--brokers", brokers, "--topic", topic, "--quiet", f).CombinedOutput()
+	if msg := strings.TrimSpace(string(out)); err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, "no such topic") {
+		t.Fatalf("produce to a missing topic: want one line saying so, got %v:\n%.2000s", err, msg)
+	}
+	cmd := exec.Command(binary, "produce", "--brokers", brokers, "--topic", topic, "--partitions", "1", "--compression", "none", "--quiet", f)
+	done := make(chan struct{})
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute): // it used to retry until killed
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("produce of a 2 MB record still retrying after 2 minutes:\n%.500s", out)
+	}
+	msg := strings.TrimSpace(string(out))
+	if err == nil {
+		t.Fatalf("produce of a 2 MB record succeeded: %s", msg)
+	}
+	if strings.Count(msg, "\n") > 0 || !strings.Contains(msg, "Message Size Too Large") || !strings.Contains(msg, "max.message.bytes") {
+		t.Fatalf("want one line naming the size limit, got:\n%.2000s", msg)
+	}
+	t.Log(msg)
+}

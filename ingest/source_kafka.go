@@ -473,7 +473,7 @@ func (c *KafkaConfig) CreateTopic(ctx context.Context, topic string, partitions 
 // `emopipe produce`.
 func (c *KafkaConfig) Writer(topic string, compression string) (*kafka.Writer, error) {
 	w := &kafka.Writer{Addr: kafka.TCP(c.Brokers...), Topic: topic, Transport: c.Transport(),
-		Balancer: &kafka.Hash{}, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000, BatchBytes: 32 << 20,
+		Balancer: &kafka.Hash{}, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000, BatchBytes: int64(c.batchBytes(topic)),
 		RequiredAcks: kafka.RequireAll, MaxAttempts: 20, WriteBackoffMin: 100 * time.Millisecond, WriteBackoffMax: 2 * time.Second}
 	switch compression {
 	case "", "none":
@@ -489,6 +489,31 @@ func (c *KafkaConfig) Writer(topic string, compression string) (*kafka.Writer, e
 		return nil, fmt.Errorf("kafka: compression %q: want none, gzip, snappy, lz4 or zstd", compression)
 	}
 	return w, nil
+}
+
+// batchBytes is the writer's batch limit for topic: the topic's
+// max.message.bytes (the broker's default, 1 MiB, if it cannot be read)
+// less 64 KiB. The broker checks that limit against a whole record batch,
+// while kafka-go counts only keys, values and headers, so a batch filled
+// to the limit is refused; the margin covers the per-record framing of a
+// full batch (1,000 records). A single record over it is refused by
+// kafka-go before sending, with the record's size.
+func (c *KafkaConfig) batchBytes(topic string) int {
+	limit := 1 << 20
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.client().DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
+		{ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{"max.message.bytes"}}}})
+	if err == nil {
+		for _, r := range resp.Resources {
+			for _, e := range r.ConfigEntries {
+				if v, err := strconv.Atoi(e.ConfigValue); err == nil && r.Error == nil && e.ConfigName == "max.message.bytes" && v > 0 {
+					limit = v
+				}
+			}
+		}
+	}
+	return max(limit-64<<10, 64<<10)
 }
 
 // Message builds a producer message.
@@ -613,6 +638,9 @@ func writeRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) e
 			msgs = retry
 			// WriteErrors prints every element: one line is enough.
 			err = fmt.Errorf("%d of %d records failed, e.g. %w", failed, len(werrs), firstError(werrs))
+		} else if tl := (kafka.MessageTooLargeError{}); errors.As(err, &tl) {
+			return fmt.Errorf("kafka: write to %s: a record of %d bytes is over this writer's limit of %d (the topic's max.message.bytes less 64 KiB of framing): %w%s",
+				w.Topic, len(tl.Message.Key)+len(tl.Message.Value), w.BatchBytes, err, sizeHint(err))
 		} else if permanentWriteError(err) {
 			return fmt.Errorf("kafka: write to %s: %w%s", w.Topic, err, sizeHint(err))
 		}

@@ -337,4 +337,20 @@ func TestProduceFailsFastOnPermanentErrors(t *testing.T) {
 		t.Fatalf("want one line naming the size limit, got:\n%.2000s", msg)
 	}
 	t.Log(msg)
+
+	// Many small records that add up to more than the limit are fine:
+	// the writer's batches stay under the topic's max.message.bytes
+	// (uncompressed, 1,000 records of 4 KB were refused as one batch).
+	var lines []byte
+	for i := range 1000 {
+		l, _ := json.Marshal(streamDoc{ID: fmt.Sprintf("small-%d", i), Text: string(text[(i%500)*4096 : (i%500+1)*4096]), Domain: "x"})
+		lines = append(append(lines, l...), '\n')
+	}
+	if err := os.WriteFile(f, lines, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(binary, "produce", "--brokers", brokers, "--topic", topic+"-small", "--partitions", "1", "--compression", "none", "--quiet", f).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "produced 1000 records") {
+		t.Fatalf("produce of 1000 records of 4 KB: %v\n%.2000s", err, out)
+	}
 }

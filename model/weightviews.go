@@ -26,11 +26,15 @@ var weightViews = struct {
 }{byGraph: map[*Graph]map[*Node]*Node{}}
 
 // weightHook is IdentityWithCustomGradient(w, grad), recorded as w's view
-// when the graph records views. Only a weight's first view is recorded: a
-// second identity on the same weight (the head's row groups) is a second
-// reader, and copies.
+// when the graph records views and w is a graph parameter (a variable
+// fed in; the shared expert's slice, say, is not). Only a weight's first
+// view is recorded: a second identity on the same weight (the head's row
+// groups) is a second reader, and copies.
 func weightHook(w *Node, grad func(x, v *Node) *Node) *Node {
 	n := IdentityWithCustomGradient(w, grad)
+	if w.Type() != NodeTypeParameter {
+		return n
+	}
 	weightViews.Lock()
 	defer weightViews.Unlock()
 	if views := weightViews.byGraph[w.Graph()]; views != nil && views[w] == nil {

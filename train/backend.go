@@ -33,6 +33,12 @@ func NewBackend(spec string) (compute.Backend, error) {
 	return nil, fmt.Errorf("train: backend %q: want go or xla:/abs/path/to/pjrt_plugin.so", spec)
 }
 
+// isGoBackend reports whether spec names the go backend.
+func isGoBackend(spec string) bool {
+	name, _, _ := strings.Cut(spec, ":")
+	return name == "" || name == "go"
+}
+
 // goBackendOptions adds num_executors=min(8, GOMAXPROCS) unless opts sets
 // it. GoMLX runs up to 8 graph nodes at once by default; on a machine
 // with fewer cores the extra executors only contend with the kernels'

@@ -209,7 +209,9 @@ func NewWithStore(ctx context.Context, st *store.Store, cfg Config) (*Trainer, e
 	if t.backend, err = NewBackend(cfg.Backend); err != nil {
 		return nil, err
 	}
-	t.layout.hostOptim = t.backend.HasSharedBuffers() && !cfg.graphOptimizer
+	// AdamW on the host (adamw_host.go) needs the go backend, whose device
+	// buffers are Go slices that the trainer may update in place.
+	t.layout.hostOptim = isGoBackend(cfg.Backend) && t.backend.HasSharedBuffers() && !cfg.graphOptimizer
 	t.vars = gmodel.NewStore()
 	t.vars.SetParam(gmodel.ParamInitialSeed, int64(cfg.Seed))
 	if err := t.initVariables(); err != nil {

@@ -13,8 +13,7 @@ import (
 )
 
 // hostAdamW is AdamW with global-norm clipping run by Go code on the
-// weights' own memory, for backends whose buffers are host memory (the go
-// backend). The step graph then only leaves the gradients in variables.
+// weights' own memory, for the go backend (its buffers are Go slices). The step graph then only leaves the gradients in variables.
 //
 // Why: the go backend runs every element-wise op as its own pass over
 // memory. adamWUpdate needs 14 of them per parameter, and on the small
@@ -26,8 +25,9 @@ import (
 //
 // The arithmetic is PyTorch's single-tensor AdamW in float32, operation
 // for operation (decay, lerp, mul+addcmul, sqrt/div+add, addcdiv), after
-// clip_grad_norm_'s scale; the norm is summed in float64 in a fixed order,
-// so the result does not depend on the number of workers.
+// clip_grad_norm_'s scale. The norm's sum of squares is float32 within
+// blocks of 256 elements and float64 across them, in a fixed order, so the
+// result does not depend on the number of workers.
 type hostAdamW struct {
 	o      OptimConfig
 	params []*gmodel.Variable // the step graph's trainable variables

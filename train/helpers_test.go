@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -120,4 +121,14 @@ func steps(t testing.TB, tr *Trainer, n int) []StepMetrics {
 		out = append(out, m)
 	}
 	return out
+}
+
+// maxDiff returns max |got-want| and max |want|, for tolerances relative
+// to a tensor's scale.
+func maxDiff(got, want []float32) (worst, scale float64) {
+	for i := range want {
+		scale = max(scale, math.Abs(float64(want[i])))
+		worst = max(worst, math.Abs(float64(got[i]-want[i])))
+	}
+	return worst, scale
 }

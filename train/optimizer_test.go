@@ -186,12 +186,7 @@ func TestAccumulationEqualsOneBatch(t *testing.T) {
 		t.Fatalf("gradients: %d vs %d variables", len(g1), len(g4))
 	}
 	for name, a := range g1 {
-		b := g4[name]
-		var scale, worst float64
-		for i := range a {
-			scale = max(scale, math.Abs(float64(a[i])))
-			worst = max(worst, math.Abs(float64(a[i]-b[i])))
-		}
+		worst, scale := maxDiff(g4[name], a)
 		if worst > 1e-4*scale+1e-9 {
 			t.Errorf("%s: max |Δgrad| %.3g vs max |grad| %.3g", name, worst, scale)
 		}

@@ -200,8 +200,14 @@ func (s *jsonScanner) text() ([]byte, bool) {
 	// scan twice. Decoding never lengthens, so o <= i throughout.
 	out := make([]byte, len(b))
 	i, o := 0, 0
+	wide := copyPlain != nil
 	for {
-		for i+8 <= len(b) && o+8 <= len(out) {
+		if wide && i+32 <= len(b) {
+			i, o = copyPlain(b, out, i, o)
+		}
+		// copyPlain stops at a special byte, or within 32 bytes of the
+		// end: only then has the eight-byte loop anything to do.
+		for (!wide || i+32 > len(b)) && i+8 <= len(b) && o+8 <= len(out) {
 			x := binary.LittleEndian.Uint64(b[i:])
 			binary.LittleEndian.PutUint64(out[o:], x)
 			if m := special8(x); m != 0 {
@@ -267,6 +273,12 @@ func (s *jsonScanner) text() ([]byte, bool) {
 		}
 	}
 }
+
+// copyPlain, where the CPU has a vector unit for it, copies b[i:] to
+// out[o:] in wide steps up to the first byte special8 would flag and
+// returns the new positions; the eight-byte loop finishes the rest. It may
+// write past the copied bytes within out (the decoding overwrites them).
+var copyPlain func(b, out []byte, i, o int) (int, int)
 
 func hex4(b []byte) (rune, bool) {
 	if len(b) < 4 {

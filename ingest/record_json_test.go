@@ -181,3 +181,30 @@ func TestKafkaParseNamesSourceAndPosition(t *testing.T) {
 		t.Fatalf("reject %+v", rej)
 	}
 }
+
+// The wide copy (AVX2) decodes exactly as the eight-byte loop does, with a
+// special byte at every position of the first and second 32-byte step and
+// near the end of the string.
+func TestWideCopyMatchesEightByteLoop(t *testing.T) {
+	if copyPlain == nil {
+		t.Skip("no wide copy on this CPU/build")
+	}
+	wide := copyPlain
+	defer func() { copyPlain = wide }()
+	specials := []string{`\n`, `\"`, `\\`, `\t`, `\u00e9`, `\ud83d\ude00`, `\/`, "\x01", `"`}
+	for n := 0; n < 100; n++ {
+		for at := 0; at <= n; at++ {
+			for _, sp := range specials {
+				text := strings.Repeat("a", at) + sp + strings.Repeat("é", (n-at)/2)
+				line := []byte(`{"id":"x","text":"` + text + `"}`)
+				copyPlain = wide
+				w, wok := DefaultFields().parseFast(line, "fb")
+				copyPlain = nil
+				s, sok := DefaultFields().parseFast(line, "fb")
+				if wok != sok || string(w.Text) != string(s.Text) {
+					t.Fatalf("%q: wide %v %q, eight-byte %v %q", line, wok, w.Text, sok, s.Text)
+				}
+			}
+		}
+	}
+}

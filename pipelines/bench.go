@@ -37,7 +37,10 @@ type BenchIngestConfig struct {
 	// compares the best of each, and the medians are reported too.
 	// Default 3.
 	Rounds int
-	Log    io.Writer
+	// Compression is the producer's codec (default lz4): the ingester
+	// pays for decompressing it.
+	Compression string
+	Log         io.Writer
 }
 
 // BenchIngestResult is one run's figures.
@@ -67,6 +70,7 @@ type BenchIngestResult struct {
 	Partitions, SeqLen       int
 	Tokenizer                string
 	GOMAXPROCS, CommitMillis int
+	Compression              string
 }
 
 // BenchIngest measures, in one run on the same data: tokenize-only
@@ -154,6 +158,10 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	if cfg.Rounds <= 0 {
 		cfg.Rounds = 3
 	}
+	if cfg.Compression == "" {
+		cfg.Compression = "lz4"
+	}
+	r.Compression = cfg.Compression
 	r.Rounds = cfg.Rounds
 
 	// Whole path: produce everything first, then time the ingester from
@@ -165,7 +173,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		return nil, err
 	}
 	fmt.Fprintf(cfg.Log, "bench: producing %d records (%s) to %s\n", len(values), HumanBytes(int64(r.Bytes)), kc.Topic)
-	p, err := kc.NewProducer(kc.Topic, "lz4")
+	p, err := kc.NewProducer(kc.Topic, cfg.Compression)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +264,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	done := make(chan error, 1)
 	go pprof.Do(ctx, pprof.Labels("bench", "lag"), func(ctx context.Context) { done <- Ingest(ctx, icfg) })
 	time.Sleep(3 * time.Second) // let the member join before the clock starts
-	p, err = kc.NewProducer(kc.Topic, "lz4")
+	p, err = kc.NewProducer(kc.Topic, cfg.Compression)
 	if err != nil {
 		return nil, err
 	}
@@ -359,12 +367,12 @@ func (r *BenchIngestResult) Markdown() string {
 |---|---:|
 | data | %d documents, %.1f MB (real corpus, repeated with fresh ids) |
 | tokenize only (%s, EncodeBatch, cold cache, best of %d passes alternating with the ingest runs) | %.2f MB/s |
-| Kafka → tokenize → pack → Badger, %d partitions, seq_len %d, best of %d runs | %.2f MB/s, %.0f docs/s (%.1f s) |
+| Kafka (%s) → tokenize → pack → Badger, %d partitions, seq_len %d, best of %d runs | %.2f MB/s, %.0f docs/s (%.1f s) |
 | **ratio ingest / tokenize-only, best / best** (target ≥ 0.9) | **%.2f** |
 | ratio of the medians | %.2f |
 | ratio of each ingest run to the tokenize-only passes either side of it, median | %.2f |
 | CPU-s of this process: tokenize only / ingest (ratio), fastest runs | %.2f / %.2f (%.2f) |
 | end-to-end lag at %.0f docs/s (Kafka timestamp → final commit, %d docs) | mean %.2f s, max %.2f s |
-`, r.Docs, float64(r.Bytes)/1e6, r.Tokenizer, r.Rounds+1, r.TokenizeMBps, r.Partitions, r.SeqLen, r.Rounds, r.IngestMBps, r.IngestDocsPerSec, r.IngestSeconds,
+`, r.Docs, float64(r.Bytes)/1e6, r.Tokenizer, r.Rounds+1, r.TokenizeMBps, r.Compression, r.Partitions, r.SeqLen, r.Rounds, r.IngestMBps, r.IngestDocsPerSec, r.IngestSeconds,
 		r.Ratio, r.RatioMedian, r.RatioPaired, r.TokenizeCPU, r.IngestCPU, r.TokenizeCPU/r.IngestCPU, r.LagRate, r.LagDocs, r.LagMeanSec, r.LagMaxSec)
 }

@@ -42,17 +42,11 @@ func newTokenPool(tok *tokenize.Tokenizer) *tokenPool {
 
 func (p *tokenPool) work() {
 	defer p.wg.Done()
-	var slab []uint32 // results share chunks of ids, as EncodeBatch's do
+	enc := p.tok.NewEncoder()
+	defer enc.Close()
 	for c := range p.chunks {
 		for i := c.lo; i < c.hi; i++ {
-			// A text has at most one id per byte: reserve that much so
-			// that the ids are appended in place.
-			if need := len(c.texts[i]) + 1; cap(slab)-len(slab) < need {
-				slab = make([]uint32, 0, max(64<<10, need))
-			}
-			at := len(slab)
-			slab = p.tok.AppendEncode(slab, c.texts[i])
-			c.out[i] = slab[at:len(slab):len(slab)]
+			c.out[i] = enc.Encode(c.texts[i])
 		}
 		c.done.Done()
 	}

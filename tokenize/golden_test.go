@@ -260,7 +260,7 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// TestGoldenBatch: EncodeBatch returns the goldens in order.
+// TestGoldenBatch: EncodeBatch and an Encoder return the goldens in order.
 func TestGoldenBatch(t *testing.T) {
 	docs := loadGoldenDocs(t)
 	texts := make([]string, len(docs))
@@ -275,6 +275,18 @@ func TestGoldenBatch(t *testing.T) {
 			for i := range want {
 				if !slices.Equal(got[i], want[i]) {
 					t.Fatalf("doc %d: %s", i, describeMismatch(tk, got[i], want[i]))
+				}
+			}
+			// An Encoder (one goroutine's, as the ingester's pool uses)
+			// gives the same ids, and later results leave earlier ones be.
+			enc := tk.NewEncoder()
+			defer enc.Close()
+			for i := range texts {
+				got[i] = enc.Encode(texts[i])
+			}
+			for i := range want {
+				if !slices.Equal(got[i], want[i]) {
+					t.Fatalf("Encoder, doc %d: %s", i, describeMismatch(tk, got[i], want[i]))
 				}
 			}
 		})

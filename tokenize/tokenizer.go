@@ -153,6 +153,35 @@ func (t *Tokenizer) AppendEncode(dst []uint32, text string) []uint32 {
 	return dst
 }
 
+// Encoder tokenizes on one long-lived goroutine, as each of EncodeBatch's
+// workers does: one encoder (and pretoken cache) for its whole life, ids
+// encoded into a reused buffer and copied into shared chunks. A pool of
+// such goroutines tokenizes like EncodeBatch without its barrier at the end
+// of each batch. Not safe for concurrent use.
+type Encoder struct {
+	t  *Tokenizer
+	e  *encoder
+	sl slab
+}
+
+// NewEncoder takes an encoder from the tokenizer's pool; Close returns it.
+func (t *Tokenizer) NewEncoder() *Encoder { return &Encoder{t: t, e: t.pool.get(t)} }
+
+// Encode returns the ids of text. The result shares memory with other
+// results of this Encoder but is capped: appending to it copies.
+func (x *Encoder) Encode(text string) []uint32 {
+	x.e.out = x.e.encode(x.e.out[:0], text)
+	return x.sl.keep(x.e.out)
+}
+
+// Close returns the encoder, with its warm cache, to the tokenizer's pool.
+func (x *Encoder) Close() {
+	if x.e != nil {
+		x.t.pool.put(x.e)
+		x.e = nil
+	}
+}
+
 // EncodeBatch encodes texts in parallel on GOMAXPROCS goroutines; out[i] holds the ids
 // of texts[i]. Memory beyond the result is bounded by one encoder per goroutine.
 func (t *Tokenizer) EncodeBatch(texts []string) [][]uint32 {

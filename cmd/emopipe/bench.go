@@ -41,6 +41,7 @@ func newBenchCmd() *cobra.Command {
 	f.Float64Var(&cfg.LagRate, "lag-rate", 0, "records/s of the paced lag phase (default: half the measured rate)")
 	f.IntVar(&cfg.LagSeconds, "lag-seconds", 20, "length of the paced lag phase")
 	f.IntVar(&cfg.Copies, "copies", 1, "repeat the data this many times (fresh ids)")
+	f.StringVar(&cfg.Compression, "compression", "lz4", "the topic's compression: none, gzip, snappy, lz4 or zstd")
 	cmd.AddCommand(ing)
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -367,7 +368,7 @@ func newDelta() Stats {
 func encodeBatch(b *Batch) *encoded {
 	e := &encoded{delta: newDelta()}
 	for _, d := range b.Docs {
-		v, _ := json.Marshal(d)
+		v := appendDocJSON(nil, &d)
 		e.docKeys = append(e.docKeys, d.Key)
 		e.docs = append(e.docs, v)
 		e.delta.addDoc(d)
@@ -378,6 +379,45 @@ func encodeBatch(b *Batch) *encoded {
 		e.delta.Rejects[r.Reason]++
 	}
 	return e
+}
+
+// appendDocJSON appends json.Marshal(d)'s bytes (TestAppendDocJSON holds
+// that). A batch has a record per document, and encoding/json's reflection
+// was 10 ms of a 22 MB ingest run; these fields are nearly always plain.
+func appendDocJSON(b []byte, d *DocRecord) []byte {
+	b = append(b, '{')
+	if d.Domain != "" {
+		b = append(b, `"domain":`...)
+		b = appendJSONString(b, d.Domain)
+		b = append(b, ',')
+	}
+	b = append(b, `"source":`...)
+	b = appendJSONString(b, d.Source)
+	b = append(b, `,"position":`...)
+	b = appendJSONString(b, d.Position)
+	b = append(b, `,"tokens":`...)
+	b = strconv.AppendInt(b, int64(d.Tokens), 10)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, int64(d.Bytes), 10)
+	if d.Time != 0 {
+		b = append(b, `,"time":`...)
+		b = strconv.AppendInt(b, d.Time, 10)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString quotes s as encoding/json does: plain printable ASCII
+// as is, anything else through encoding/json itself.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func (st *Stats) addSequence(seq *packing.Sequence) {

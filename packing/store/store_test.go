@@ -1,8 +1,10 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -348,5 +350,30 @@ func TestOpenAfterKillBetweenMemtableCreateAndSize(t *testing.T) {
 	defer st.Close()
 	if got, _ := st.Digest(); got != want || st.NumSequences() != 5 {
 		t.Fatalf("store changed: %d sequences", st.NumSequences())
+	}
+}
+
+// appendDocJSON writes the bytes json.Marshal writes, for plain fields and
+// for every kind of character encoding/json escapes.
+func TestAppendDocJSON(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	pieces := []string{"", "kafka:t/3", "offset 17", "code", "a\"b", `c\d`, "<&>", "\n\t\x00\x1f", "é", "\u2028\u2029", "\x7f", "\xff", "😀"}
+	pick := func() string {
+		s := ""
+		for range r.IntN(4) {
+			s += pieces[r.IntN(len(pieces))]
+		}
+		return s
+	}
+	for range 5000 {
+		d := DocRecord{Key: pick(), Domain: pick(), Source: pick(), Position: pick(),
+			Tokens: r.IntN(1 << 20), Bytes: r.IntN(1<<30) - 1<<20, Time: r.Int64N(1<<45) * int64(r.IntN(2))}
+		want, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendDocJSON(nil, &d); string(got) != string(want) {
+			t.Fatalf("%+v:\n got %s\nwant %s", d, got, want)
+		}
 	}
 }

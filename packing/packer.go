@@ -3,6 +3,7 @@ package packing
 import (
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Mode chooses how documents are laid into sequences.
@@ -74,6 +75,30 @@ type Doc struct {
 type Packer struct {
 	cfg  Config
 	open []*Sequence // partly filled sequences, oldest first
+	// free holds token buffers handed back by Recycle. A new buffer
+	// costs zeroing and fresh pages (20 MB for a 22 MB ingest run, ~15 ms).
+	free sync.Pool
+}
+
+// tokens returns an empty buffer for one sequence.
+func (p *Packer) tokens() []uint32 {
+	if b, ok := p.free.Get().(*[]uint32); ok {
+		return (*b)[:0]
+	}
+	return make([]uint32, 0, p.cfg.SeqLen)
+}
+
+// Recycle takes back the token buffers of sequences the caller is done
+// with: nothing may read or keep seqs[i].Tokens afterwards. The ingester
+// calls it once a batch is encoded into the store's staged copy. Safe to
+// call from any goroutine.
+func (p *Packer) Recycle(seqs []Sequence) {
+	for i := range seqs {
+		if t := seqs[i].Tokens; cap(t) == p.cfg.SeqLen {
+			seqs[i].Tokens = nil
+			p.free.Put(&t)
+		}
+	}
 }
 
 // New returns a packer with an empty tail.
@@ -138,7 +163,7 @@ func (p *Packer) addConcat(d Doc, toks docTokens) []Sequence {
 	first := true
 	for toks.len() > 0 {
 		if len(p.open) == 0 {
-			p.open = append(p.open, &Sequence{Tokens: make([]uint32, 0, L)})
+			p.open = append(p.open, &Sequence{Tokens: p.tokens()})
 		}
 		cur := p.open[0]
 		n := min(L-len(cur.Tokens), toks.len())
@@ -162,7 +187,7 @@ func (p *Packer) addBestFit(d Doc, toks docTokens) []Sequence {
 	first := true
 	// Whole sequences first: a long document fills them alone.
 	for toks.len() >= L {
-		seq := Sequence{Tokens: make([]uint32, 0, L)}
+		seq := Sequence{Tokens: p.tokens()}
 		more := toks.len() > L
 		seq.Tokens, toks = toks.take(seq.Tokens, L)
 		seq.Spans = []Span{{DocKey: d.Key, Domain: d.Domain, Length: L, ContinuesFromPrev: !first, ContinuesInNext: more}}
@@ -182,7 +207,7 @@ func (p *Packer) addBestFit(d Doc, toks docTokens) []Sequence {
 		}
 	}
 	if best < 0 {
-		p.open = append(p.open, &Sequence{Tokens: make([]uint32, 0, L)})
+		p.open = append(p.open, &Sequence{Tokens: p.tokens()})
 		best = len(p.open) - 1
 	}
 	s := p.open[best]

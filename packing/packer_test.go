@@ -290,3 +290,43 @@ func FuzzPacker(f *testing.F) {
 func newRNG(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed)) }
 
 func fmtU(v uint64) string { return fmt.Sprint(v) }
+
+// Recycling each batch's buffers once it has been copied out (as the
+// ingester does after staging) leaves the packing unchanged, and the
+// buffers are used again.
+func TestRecycleKeepsOutput(t *testing.T) {
+	for _, mode := range []Mode{Concat, BestFit} {
+		cfg := testConfig(mode, 32)
+		docs := randomDocs(rand.New(rand.NewPCG(7, 7)), 400, 32)
+		want := packAll(t, cfg, docs)
+		p, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []Sequence
+		seen := map[*uint32]bool{}
+		reused := 0
+		for i, d := range docs {
+			seqs := p.Add(d)
+			for _, s := range seqs {
+				if seen[&s.Tokens[:1][0]] {
+					reused++
+				}
+				seen[&s.Tokens[:1][0]] = true
+				c := s
+				c.Tokens = append([]uint32(nil), s.Tokens...)
+				got = append(got, c)
+			}
+			if i%3 == 0 {
+				p.Recycle(seqs)
+			}
+		}
+		got = append(got, p.Flush()...)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: recycling changed the sequences", mode)
+		}
+		if reused == 0 {
+			t.Fatalf("%s: no recycled buffer was used again", mode)
+		}
+	}
+}

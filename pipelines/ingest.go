@@ -670,6 +670,9 @@ func (w *partitionWork) run(batch *store.Batch, dead []ingest.DeadLetter, end in
 	if err != nil {
 		return false, err
 	}
+	// The staged copy holds the tokens now: their buffers go back to the
+	// packer for the sequences it fills next.
+	w.packer.Recycle(batch.Sequences)
 	meta := commitMetadata(w.ownStart, token)
 	landed := w.gen.Commit(ctx, w.partition, end, meta) == nil
 	if !landed {

@@ -20,7 +20,7 @@ dir=$(mktemp -d)
 scripts/kafka/kafka.sh install >&2
 brokers=$(scripts/kafka/kafka.sh start --port 0 --dir "$dir" --partitions 4 | sed -n 's/^KAFKA_BROKERS=//p')
 trap 'scripts/kafka/kafka.sh stop --dir "$dir" >/dev/null 2>&1; rm -rf "$dir"' EXIT
-bin/emopipe bench ingest --brokers "$brokers" "$CORPUS"/*.jsonl
+bin/emopipe bench ingest --brokers "$brokers" --rounds 6 "$CORPUS"/*.jsonl
 
 if [ -x scripts/bench_train/bench.sh ]; then
   echo "## Trainer"

@@ -28,6 +28,11 @@ type IngestConfig struct {
 	Kafka     ingest.KafkaConfig
 	Packing   packing.Config
 	Tokenizer *tokenize.Tokenizer
+	// TokenizerWorkers is how many goroutines tokenize, for all partitions
+	// together (default GOMAXPROCS). Fewer leave cores to the rest of the
+	// process or the machine: the trainer of emopipe run, a co-located
+	// broker.
+	TokenizerWorkers int
 	// InvalidUTF8 is reject (default) or replace.
 	InvalidUTF8 UTF8Policy
 	// DLQTopic receives rejected records; empty keeps them in the store.
@@ -101,8 +106,8 @@ type Ingester struct {
 	// pending holds keys accepted by any partition but not yet final.
 	pending *keySet
 	group   *ingest.Group
-	// tokens tokenizes for every partition, on GOMAXPROCS goroutines
-	// (Run owns them).
+	// tokens tokenizes for every partition, on TokenizerWorkers
+	// goroutines (Run owns them).
 	tokens *tokenPool
 	// partitions holds a *sync.Mutex per partition, held by its worker.
 	partitions sync.Map
@@ -183,7 +188,7 @@ func (in *Ingester) logf(format string, a ...any) {
 // Run consumes until ctx is cancelled. Shutdown order: stop fetching,
 // commit what was read (stage, offset, finalize), leave the group.
 func (in *Ingester) Run(ctx context.Context) error {
-	in.tokens = newTokenPool(in.cfg.Tokenizer)
+	in.tokens = newTokenPool(in.cfg.Tokenizer, in.cfg.TokenizerWorkers)
 	defer in.tokens.close() // after the group's close has stopped the partition workers
 	group, err := ingest.JoinGroup(&in.cfg.Kafka)
 	if err != nil {

@@ -7,8 +7,8 @@ import (
 	"github.com/emopipe/emopipe/tokenize"
 )
 
-// tokenPool tokenizes for every partition of an ingester on GOMAXPROCS
-// goroutines, first come first served. Each call's texts are cut into
+// tokenPool tokenizes for every partition of an ingester on a fixed number
+// of goroutines (GOMAXPROCS unless set), first come first served. Each call's texts are cut into
 // small chunks, so the cores stay busy while any partition has text
 // waiting (one EncodeBatch per partition at a time left a core idle at the
 // end of each batch), and the call that came first finishes first.
@@ -31,9 +31,13 @@ type tokenChunk struct {
 // enough that handing chunks over costs nothing.
 const chunkBytes = 64 << 10
 
-func newTokenPool(tok *tokenize.Tokenizer) *tokenPool {
+// newTokenPool starts workers goroutines (≤ 0: GOMAXPROCS).
+func newTokenPool(tok *tokenize.Tokenizer, workers int) *tokenPool {
 	p := &tokenPool{tok: tok, chunks: make(chan tokenChunk, 1024)}
-	for range runtime.GOMAXPROCS(0) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	for range workers {
 		p.wg.Add(1)
 		go p.work()
 	}

@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -16,7 +17,12 @@ func TestTokenPoolMatchesEncodeBatch(t *testing.T) {
 	}
 	texts = append(texts, "", " ", string(make([]byte, chunkBytes+1)))
 	want := tok.EncodeBatch(texts)
-	p := newTokenPool(tok)
+	for _, workers := range []int{0, 1, 3} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) { checkTokenPool(t, newTokenPool(tok, workers), texts, want) })
+	}
+}
+
+func checkTokenPool(t *testing.T, p *tokenPool, texts []string, want [][]uint32) {
 	defer p.close()
 	var wg sync.WaitGroup
 	for c := range 4 {

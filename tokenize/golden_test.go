@@ -277,6 +277,15 @@ func TestGoldenBatch(t *testing.T) {
 					t.Fatalf("doc %d: %s", i, describeMismatch(tk, got[i], want[i]))
 				}
 			}
+			// So does a batch on a set number of goroutines.
+			for _, workers := range []int{1, 3} {
+				got := tk.EncodeBatchN(texts, workers)
+				for i := range want {
+					if !slices.Equal(got[i], want[i]) {
+						t.Fatalf("%d workers, doc %d: %s", workers, i, describeMismatch(tk, got[i], want[i]))
+					}
+				}
+			}
 			// An Encoder (one goroutine's, as the ingester's pool uses)
 			// gives the same ids, and later results leave earlier ones be.
 			enc := tk.NewEncoder()

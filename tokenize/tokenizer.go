@@ -185,12 +185,21 @@ func (x *Encoder) Close() {
 // EncodeBatch encodes texts in parallel on GOMAXPROCS goroutines; out[i] holds the ids
 // of texts[i]. Memory beyond the result is bounded by one encoder per goroutine.
 func (t *Tokenizer) EncodeBatch(texts []string) [][]uint32 {
+	return t.EncodeBatchN(texts, 0)
+}
+
+// EncodeBatchN is EncodeBatch on at most workers goroutines (≤ 0: GOMAXPROCS), for a
+// caller that leaves cores to other work.
+func (t *Tokenizer) EncodeBatchN(texts []string, workers int) [][]uint32 {
 	out := make([][]uint32, len(texts))
 	total := 0
 	for _, s := range texts {
 		total += len(s)
 	}
-	workers := min(runtime.GOMAXPROCS(0), len(texts))
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = min(workers, len(texts))
 	if workers <= 1 || total < 64<<10 {
 		e := t.pool.get(t)
 		var sl slab

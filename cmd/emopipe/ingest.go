@@ -99,6 +99,7 @@ interrupted (or --idle-exit).`,
 	f.StringVar(&cfg.DLQTopic, "dlq-topic", "", "dead-letter topic for rejected records (default: the store's rejects)")
 	f.StringVar(&tokName, "tokenizer", "dolma2", "bundled tokenizer name or tokenizer.json path")
 	f.IntVar(&cfg.Packing.SeqLen, "seq-len", cfg.Packing.SeqLen, "tokens per sequence")
+	f.IntVar(&cfg.TokenizerWorkers, "tokenizer-workers", 0, "goroutines tokenizing, all partitions together (default: one per core)")
 	f.StringVar(&mode, "mode", "concat", "packing mode: concat or bestfit")
 	f.StringVar(&utf8Policy, "invalid-utf8", "reject", "invalid UTF-8: reject or replace")
 	f.DurationVar(&cfg.CommitInterval, "commit-interval", 0, "longest wait before read records are committed (default 1s)")

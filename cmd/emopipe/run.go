@@ -156,6 +156,7 @@ redraws it at any time).`,
 	f.StringVar(&tokName, "tokenizer", "", "bundled tokenizer or tokenizer.json (default dolma2; embedded: dolma2-8k)")
 	f.IntVar(&cfg.Ingest.Packing.SeqLen, "seq-len", 0, "tokens per stored sequence = model sequence + 1 (default 2048; embedded: 129)")
 	f.StringVar(&mode, "mode", "concat", "packing mode: concat or bestfit")
+	f.IntVar(&cfg.Ingest.TokenizerWorkers, "tokenizer-workers", 0, "goroutines tokenizing, leaving the other cores to the trainer (default: one per core)")
 	f.DurationVar(&cfg.Ingest.Kafka.SessionTimeout, "session-timeout", cfg.Ingest.Kafka.SessionTimeout, "group session timeout: how soon a dead member's partitions move")
 	f.DurationVar(&cfg.Ingest.IdleExit, "idle-exit", 0, "end once no record arrived for this long and the trainer has caught up (0: run to --steps)")
 	trainFlags(f, &cfg.Train, &configFile, &preset, &router)

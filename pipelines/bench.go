@@ -7,8 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emopipe/emopipe/ingest"
@@ -40,15 +43,37 @@ type BenchIngestConfig struct {
 	// Compression is the producer's codec (default lz4): the ingester
 	// pays for decompressing it.
 	Compression string
-	Log         io.Writer
+	// Workers lists the tokenizer goroutine counts to measure, each as a
+	// series of its own (tokenize-only on EncodeBatchN with that many, the
+	// ingester with TokenizerWorkers that many), the series' runs
+	// interleaved. Default: GOMAXPROCS, and GOMAXPROCS-1 when that is at
+	// least 1. All cores answer "what does Kafka + Badger cost in CPU";
+	// one core left answers "are they the bottleneck" (they have a core
+	// to run on, as they would beside a tokenizer that has the rest).
+	Workers []int
+	Log     io.Writer
 }
 
 // BenchIngestResult is one run's figures.
 type BenchIngestResult struct {
-	Docs, Bytes      int
-	TokenizeSeconds  float64
+	Docs, Bytes int
+	Rounds      int
+	Series      []BenchSeries
+	// The paced phase (tokenizer on all cores).
+	LagRate               float64
+	LagMeanSec, LagMaxSec float64
+	LagDocs               int
+	Partitions, SeqLen    int
+	Tokenizer             string
+	Compression           string
+}
+
+// BenchSeries is the figures of one tokenizer goroutine count.
+type BenchSeries struct {
+	Workers          int
+	TokenizeSeconds  float64 // fastest tokenize-only pass
 	TokenizeMBps     float64
-	IngestSeconds    float64
+	IngestSeconds    float64 // fastest ingest run
 	IngestDocsPerSec float64
 	IngestMBps       float64
 	Ratio            float64 // best ingest MB/s ÷ best tokenize-only MB/s
@@ -58,19 +83,16 @@ type BenchIngestResult struct {
 	// the mean of the two tokenize-only passes either side of it: on a VM
 	// whose speed drifts, neighbours in time see the most similar machine.
 	RatioPaired float64
-	Rounds      int
 	// CPU seconds of this process: the fastest tokenize-only pass, and the
-	// timed ingest (sampled every 10 ms). Their ratio is the CPU cost of
-	// everything but tokenizing, and depends less on other load than
-	// Ratio does. The broker's CPU is not included.
-	TokenizeCPU, IngestCPU   float64
-	LagRate                  float64
-	LagMeanSec, LagMaxSec    float64
-	LagDocs                  int
-	Partitions, SeqLen       int
-	Tokenizer                string
-	GOMAXPROCS, CommitMillis int
-	Compression              string
+	// fastest ingest run (sampled every 10 ms). Their ratio is the CPU
+	// cost of everything but tokenizing, and depends less on other load
+	// than Ratio does.
+	TokenizeCPU, IngestCPU float64
+	// The same, for all processes of the machine (the broker's included,
+	// anything else running too); 0 where not measured.
+	TokenizeMachineCPU, IngestMachineCPU float64
+
+	tokSecs, ingSecs []float64
 }
 
 // BenchIngest measures, in one run on the same data: tokenize-only
@@ -114,7 +136,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		v, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("bench-%d", i), "text": texts[i], "domain": domains[i]})
 		values = append(values, v)
 	}
-	r := &BenchIngestResult{Docs: len(texts), Partitions: cfg.Partitions, SeqLen: cfg.SeqLen, Tokenizer: cfg.Tokenizer.Name(), CommitMillis: 1000}
+	r := &BenchIngestResult{Docs: len(texts), Partitions: cfg.Partitions, SeqLen: cfg.SeqLen, Tokenizer: cfg.Tokenizer.Name()}
 	for _, t := range texts {
 		r.Bytes += len(t)
 	}
@@ -134,24 +156,37 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		}
 		return tokenize.Parse(js, cfg.Tokenizer.Name())
 	}
+	if len(cfg.Workers) == 0 {
+		n := runtime.GOMAXPROCS(0)
+		cfg.Workers = []int{n}
+		if n > 1 {
+			cfg.Workers = append(cfg.Workers, n-1)
+		}
+	}
+	for _, w := range cfg.Workers {
+		if w <= 0 {
+			return nil, fmt.Errorf("bench: %d tokenizer workers", w)
+		}
+		r.Series = append(r.Series, BenchSeries{Workers: w})
+	}
 	const batch = 2000
-	var tokSecs, ingSecs []float64
-	tokenizeOnly := func() error {
+	tokenizeOnly := func(se *BenchSeries) error {
 		defer pprof.SetGoroutineLabels(ctx)
-		pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("bench", "tokenize")))
+		pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("bench", "tokenize", "workers", strconv.Itoa(se.Workers))))
 		tok, err := fresh()
 		if err != nil {
 			return err
 		}
-		t0, c0 := time.Now(), procstat.CPU()
+		t0, c0, m0 := time.Now(), procstat.CPU(), procstat.Machine()
 		for i := 0; i < len(texts); i += batch {
-			tok.EncodeBatch(texts[i:min(i+batch, len(texts))])
+			tok.EncodeBatchN(texts[i:min(i+batch, len(texts))], se.Workers)
 		}
 		s := time.Since(t0).Seconds()
-		tokSecs = append(tokSecs, s)
-		if r.TokenizeSeconds == 0 || s < r.TokenizeSeconds {
-			r.TokenizeSeconds = s
-			r.TokenizeCPU = (procstat.CPU() - c0).Seconds()
+		se.tokSecs = append(se.tokSecs, s)
+		if se.TokenizeSeconds == 0 || s < se.TokenizeSeconds {
+			se.TokenizeSeconds = s
+			se.TokenizeCPU = (procstat.CPU() - c0).Seconds()
+			se.TokenizeMachineCPU = (procstat.Machine() - m0).Seconds()
 		}
 		return nil
 	}
@@ -193,22 +228,22 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	var icfg IngestConfig
 	// One ingest run: a fresh group and store over the produced topic, so
 	// each run reads every record from offset 0 (the store's offsets).
-	ingestOnce := func(round int) error {
+	ingestOnce := func(se *BenchSeries, round int) error {
 		m := NewMetrics()
 		itok, err := fresh()
 		if err != nil {
 			return err
 		}
 		rk := kc
-		rk.Group = fmt.Sprintf("%s-r%d", kc.Topic, round)
-		icfg = IngestConfig{Store: filepath.Join(dir, fmt.Sprintf("store-%d", round)), Kafka: rk, Packing: pc, Tokenizer: itok,
-			IdleExit: 4 * time.Second, Metrics: m, Log: cfg.Log}
+		rk.Group = fmt.Sprintf("%s-w%d-r%d", kc.Topic, se.Workers, round)
+		icfg = IngestConfig{Store: filepath.Join(dir, fmt.Sprintf("store-w%d-%d", se.Workers, round)), Kafka: rk, Packing: pc, Tokenizer: itok,
+			TokenizerWorkers: se.Workers, IdleExit: 4 * time.Second, Metrics: m, Log: cfg.Log}
 		defer os.RemoveAll(icfg.Store)
 		// The phases carry pprof labels, so that an EMOPIPE_CPUPROFILE of
 		// the whole benchmark splits into them (go tool pprof -tagfocus
 		// bench=ingest).
 		cpu := sampleCPU(ctx, 10*time.Millisecond)
-		pprof.Do(ctx, pprof.Labels("bench", "ingest"), func(ctx context.Context) { err = Ingest(ctx, icfg) })
+		pprof.Do(ctx, pprof.Labels("bench", "ingest", "workers", strconv.Itoa(se.Workers)), func(ctx context.Context) { err = Ingest(ctx, icfg) })
 		samples := cpu()
 		if err != nil {
 			return err
@@ -219,36 +254,43 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		// From the first record read (group join excluded) to the last commit.
 		first, last := m.Get("emopipe_ingest_first_record_unixtime"), m.Get("emopipe_ingest_last_commit_unixtime")
 		s := last - first
-		ingSecs = append(ingSecs, s)
-		if r.IngestSeconds == 0 || s < r.IngestSeconds {
-			r.IngestSeconds = s
-			r.IngestCPU = (samples.at(last) - samples.at(first)).Seconds()
+		se.ingSecs = append(se.ingSecs, s)
+		if se.IngestSeconds == 0 || s < se.IngestSeconds {
+			se.IngestSeconds = s
+			se.IngestCPU = (samples.at(last).cpu - samples.at(first).cpu).Seconds()
+			se.IngestMachineCPU = (samples.at(last).machine - samples.at(first).machine).Seconds()
 		}
-		fmt.Fprintf(cfg.Log, "bench: round %d/%d: tokenize-only %.2f s, ingest %.2f s\n", round+1, cfg.Rounds, tokSecs[len(tokSecs)-1], s)
+		fmt.Fprintf(cfg.Log, "bench: round %d/%d, %d tokenizer goroutines: tokenize-only %.2f s, ingest %.2f s\n",
+			round+1, cfg.Rounds, se.Workers, se.tokSecs[len(se.tokSecs)-1], s)
 		return nil
 	}
 	for round := range cfg.Rounds {
-		if err := tokenizeOnly(); err != nil {
-			return nil, err
-		}
-		if err := ingestOnce(round); err != nil {
-			return nil, err
+		for i := range r.Series {
+			if err := tokenizeOnly(&r.Series[i]); err != nil {
+				return nil, err
+			}
+			if err := ingestOnce(&r.Series[i], round); err != nil {
+				return nil, err
+			}
 		}
 	}
-	if err := tokenizeOnly(); err != nil {
-		return nil, err
+	for i := range r.Series {
+		se := &r.Series[i]
+		if err := tokenizeOnly(se); err != nil {
+			return nil, err
+		}
+		se.TokenizeMBps = float64(r.Bytes) / 1e6 / se.TokenizeSeconds
+		se.IngestDocsPerSec = float64(len(texts)) / se.IngestSeconds
+		se.IngestMBps = float64(r.Bytes) / 1e6 / se.IngestSeconds
+		se.Ratio = se.IngestMBps / se.TokenizeMBps
+		se.RatioMedian = median(se.tokSecs) / median(se.ingSecs)
+		se.RatioPaired = pairedRatio(se.tokSecs, se.ingSecs)
 	}
-	r.TokenizeMBps = float64(r.Bytes) / 1e6 / r.TokenizeSeconds
-	r.IngestDocsPerSec = float64(len(texts)) / r.IngestSeconds
-	r.IngestMBps = float64(r.Bytes) / 1e6 / r.IngestSeconds
-	r.Ratio = r.IngestMBps / r.TokenizeMBps
-	r.RatioMedian = median(tokSecs) / median(ingSecs)
-	r.RatioPaired = pairedRatio(tokSecs, ingSecs)
 
 	// Paced stream: end-to-end lag from Kafka timestamp to final commit.
 	r.LagRate = cfg.LagRate
 	if r.LagRate <= 0 {
-		r.LagRate = r.IngestDocsPerSec / 2
+		r.LagRate = r.Series[0].IngestDocsPerSec / 2
 	}
 	if cfg.LagSeconds <= 0 {
 		cfg.LagSeconds = 20
@@ -260,6 +302,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	}
 	m := NewMetrics()
 	icfg.Kafka, icfg.Metrics, icfg.Store = kc, m, filepath.Join(dir, "paced")
+	icfg.TokenizerWorkers = r.Series[0].Workers
 	icfg.IdleExit = 6 * time.Second
 	done := make(chan error, 1)
 	go pprof.Do(ctx, pprof.Labels("bench", "lag"), func(ctx context.Context) { done <- Ingest(ctx, icfg) })
@@ -322,36 +365,36 @@ func median(x []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// cpuSamples are (unix seconds, process CPU) pairs in time order.
-type cpuSamples []struct {
-	t   float64
-	cpu time.Duration
+// cpuSample is the process's and the machine's CPU at a unix time.
+type cpuSample struct {
+	t            float64
+	cpu, machine time.Duration
 }
 
-// at is the process CPU at unix time t, from the last sample before it.
-func (s cpuSamples) at(t float64) time.Duration {
-	var c time.Duration
+// cpuSamples are samples in time order.
+type cpuSamples []cpuSample
+
+// at is the sample last taken before unix time t.
+func (s cpuSamples) at(t float64) cpuSample {
+	var c cpuSample
 	for _, x := range s {
 		if x.t > t {
 			break
 		}
-		c = x.cpu
+		c = x
 	}
 	return c
 }
 
-// sampleCPU samples the process CPU every period until the returned
-// function is called; that returns the samples.
+// sampleCPU samples the process's and the machine's CPU every period until
+// the returned function is called; that returns the samples.
 func sampleCPU(ctx context.Context, period time.Duration) func() cpuSamples {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan cpuSamples)
 	go func() {
 		var s cpuSamples
 		add := func() {
-			s = append(s, struct {
-				t   float64
-				cpu time.Duration
-			}{float64(time.Now().UnixNano()) / 1e9, procstat.CPU()})
+			s = append(s, cpuSample{float64(time.Now().UnixNano()) / 1e9, procstat.CPU(), procstat.Machine()})
 		}
 		add()
 		every(ctx, period, func() bool { add(); return true })
@@ -361,18 +404,43 @@ func sampleCPU(ctx context.Context, period time.Duration) func() cpuSamples {
 	return func() cpuSamples { cancel(); return <-done }
 }
 
-// Markdown renders the result as the table docs/benchmarks.md keeps.
+// Markdown renders the result as the table docs/benchmarks.md keeps: a
+// column per tokenizer goroutine count.
 func (r *BenchIngestResult) Markdown() string {
-	return fmt.Sprintf(`| measure | value |
-|---|---:|
-| data | %d documents, %.1f MB (real corpus, repeated with fresh ids) |
-| tokenize only (%s, EncodeBatch, cold cache, best of %d passes alternating with the ingest runs) | %.2f MB/s |
-| Kafka (%s) → tokenize → pack → Badger, %d partitions, seq_len %d, best of %d runs | %.2f MB/s, %.0f docs/s (%.1f s) |
-| **ratio ingest / tokenize-only, best / best** (target ≥ 0.9) | **%.2f** |
-| ratio of the medians | %.2f |
-| ratio of each ingest run to the tokenize-only passes either side of it, median | %.2f |
-| CPU-s of this process: tokenize only / ingest (ratio), fastest runs | %.2f / %.2f (%.2f) |
-| end-to-end lag at %.0f docs/s (Kafka timestamp → final commit, %d docs) | mean %.2f s, max %.2f s |
-`, r.Docs, float64(r.Bytes)/1e6, r.Tokenizer, r.Rounds+1, r.TokenizeMBps, r.Compression, r.Partitions, r.SeqLen, r.Rounds, r.IngestMBps, r.IngestDocsPerSec, r.IngestSeconds,
-		r.Ratio, r.RatioMedian, r.RatioPaired, r.TokenizeCPU, r.IngestCPU, r.TokenizeCPU/r.IngestCPU, r.LagRate, r.LagDocs, r.LagMeanSec, r.LagMaxSec)
+	var b strings.Builder
+	row := func(label string, f func(se *BenchSeries) string) {
+		b.WriteString("| " + label)
+		for i := range r.Series {
+			b.WriteString(" | " + f(&r.Series[i]))
+		}
+		b.WriteString(" |\n")
+	}
+	fmt.Fprintf(&b, "%d documents, %.1f MB (real corpus, repeated with fresh ids); Kafka (%s), %d partitions, seq_len %d; %s tokenizer, cold cache; %d ingest runs per column, alternating with tokenize-only passes.\n\n",
+		r.Docs, float64(r.Bytes)/1e6, r.Compression, r.Partitions, r.SeqLen, r.Tokenizer, r.Rounds)
+	row("tokenizer goroutines", func(se *BenchSeries) string {
+		if se.Workers == runtime.GOMAXPROCS(0) {
+			return fmt.Sprintf("%d (all cores)", se.Workers)
+		}
+		return fmt.Sprintf("%d of %d cores", se.Workers, runtime.GOMAXPROCS(0))
+	})
+	b.WriteString("|---|" + strings.Repeat("---:|", len(r.Series)) + "\n")
+	row("tokenize only (EncodeBatchN), best pass", func(se *BenchSeries) string { return fmt.Sprintf("%.2f MB/s", se.TokenizeMBps) })
+	row("Kafka → tokenize → pack → Badger, best run", func(se *BenchSeries) string {
+		return fmt.Sprintf("%.2f MB/s, %.0f docs/s (%.2f s)", se.IngestMBps, se.IngestDocsPerSec, se.IngestSeconds)
+	})
+	row("**ratio ingest / tokenize-only, best / best** (target ≥ 0.9)", func(se *BenchSeries) string { return fmt.Sprintf("**%.2f**", se.Ratio) })
+	row("ratio of the medians", func(se *BenchSeries) string { return fmt.Sprintf("%.2f", se.RatioMedian) })
+	row("ratio of each ingest run to the tokenize-only passes either side of it, median", func(se *BenchSeries) string { return fmt.Sprintf("%.2f", se.RatioPaired) })
+	row("CPU-s of this process: tokenize only / ingest (ratio), fastest runs", func(se *BenchSeries) string {
+		return fmt.Sprintf("%.2f / %.2f (%.2f)", se.TokenizeCPU, se.IngestCPU, se.TokenizeCPU/se.IngestCPU)
+	})
+	row("CPU-s of the whole machine (broker included), same runs", func(se *BenchSeries) string {
+		if se.IngestMachineCPU == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f / %.2f (%.2f)", se.TokenizeMachineCPU, se.IngestMachineCPU, se.TokenizeMachineCPU/se.IngestMachineCPU)
+	})
+	fmt.Fprintf(&b, "\nEnd-to-end lag at %.0f docs/s, tokenizer on %d goroutines (Kafka timestamp → final commit, %d docs): mean %.2f s, max %.2f s.\n",
+		r.LagRate, r.Series[0].Workers, r.LagDocs, r.LagMeanSec, r.LagMaxSec)
+	return b.String()
 }

@@ -42,6 +42,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&cfg.LagSeconds, "lag-seconds", 20, "length of the paced lag phase")
 	f.IntVar(&cfg.Copies, "copies", 1, "repeat the data this many times (fresh ids)")
 	f.StringVar(&cfg.Compression, "compression", "lz4", "the topic's compression: none, gzip, snappy, lz4 or zstd")
+	f.IntSliceVar(&cfg.Workers, "workers", nil, "tokenizer goroutine counts, a column each (default: all cores, and all but one)")
 	cmd.AddCommand(ing)
 	return cmd
 }

@@ -1,0 +1,35 @@
+package pipelines
+
+import (
+	"strings"
+	"testing"
+)
+
+// Ingest run i is paired with the tokenize-only passes i and i+1 around
+// it, and the median over runs is taken.
+func TestPairedRatio(t *testing.T) {
+	tok := []float64{1, 3, 1, 1}
+	ing := []float64{1, 4, 0.5}
+	// pairs: (1+3)/2/1 = 2, (3+1)/2/4 = 0.5, (1+1)/2/0.5 = 4 → median 2
+	if got := pairedRatio(tok, ing); got != 2 {
+		t.Errorf("paired ratio %v, want 2", got)
+	}
+	if got := pairedRatio([]float64{1}, []float64{1}); got != 0 {
+		t.Errorf("no pair: %v, want 0", got)
+	}
+}
+
+// Each tokenizer goroutine count gets a column, with its own ratios.
+func TestBenchMarkdownHasAColumnPerSeries(t *testing.T) {
+	r := &BenchIngestResult{Docs: 10, Bytes: 1e6, Rounds: 2, Partitions: 4, SeqLen: 2048, Tokenizer: "dolma2", Compression: "lz4",
+		Series: []BenchSeries{
+			{Workers: 8, TokenizeMBps: 100, IngestMBps: 80, Ratio: 0.8, RatioMedian: 0.81, RatioPaired: 0.82, TokenizeCPU: 1, IngestCPU: 1.25},
+			{Workers: 7, TokenizeMBps: 90, IngestMBps: 87, Ratio: 0.97, RatioMedian: 0.98, RatioPaired: 0.99, TokenizeCPU: 1, IngestCPU: 1.2, TokenizeMachineCPU: 1, IngestMachineCPU: 1.3},
+		}}
+	md := r.Markdown()
+	for _, want := range []string{"| **0.80** | **0.97** |", "| 0.81 | 0.98 |", "| 0.82 | 0.99 |", "| 1.00 / 1.25 (0.80) | 1.00 / 1.20 (0.83) |", "| n/a | 1.00 / 1.30 (0.77) |", "|---|---:|---:|"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}

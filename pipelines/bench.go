@@ -59,7 +59,7 @@ type BenchIngestResult struct {
 	Docs, Bytes int
 	Rounds      int
 	Series      []BenchSeries
-	// The paced phase (tokenizer on all cores).
+	// The paced phase, on the first series' tokenizer goroutines.
 	LagRate               float64
 	LagMeanSec, LagMaxSec float64
 	LagDocs               int
@@ -96,7 +96,7 @@ type BenchSeries struct {
 }
 
 // BenchIngest measures, in one run on the same data: tokenize-only
-// throughput (EncodeBatch over the texts in ingest-sized batches) and the
+// throughput (EncodeBatchN over the texts in ingest-sized batches) and the
 // sustained throughput of the whole Kafka → tokenize → pack → Badger path
 // against a real broker, then the end-to-end lag of a paced stream.
 func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult, error) {

@@ -91,8 +91,18 @@ type BenchSeries struct {
 	// The same, for all processes of the machine (the broker's included,
 	// anything else running too); 0 where not measured.
 	TokenizeMachineCPU, IngestMachineCPU float64
+	// The ratio split in two factors (their product is Ratio):
+	// TokenizerBusy is the share of the fastest ingest run in which its
+	// tokenizer goroutines held text (busy seconds ÷ workers × run):
+	// under 1 by what Kafka, decoding, packing or Badger made them wait.
+	// TokenizingSpeed is how fast they tokenized while busy, against the
+	// fastest tokenize-only pass (workers × its seconds ÷ busy seconds):
+	// under 1 when tokenizing beside the stream is slower (cores or
+	// memory shared with it).
+	TokenizerBusy, TokenizingSpeed float64
 
 	tokSecs, ingSecs []float64
+	busyAtBest       float64
 }
 
 // BenchIngest measures, in one run on the same data: tokenize-only
@@ -259,6 +269,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			se.IngestSeconds = s
 			se.IngestCPU = (samples.at(last).cpu - samples.at(first).cpu).Seconds()
 			se.IngestMachineCPU = (samples.at(last).machine - samples.at(first).machine).Seconds()
+			se.busyAtBest = m.Get("emopipe_ingest_tokenizer_busy_seconds_total")
 		}
 		fmt.Fprintf(cfg.Log, "bench: round %d/%d, %d tokenizer goroutines: tokenize-only %.2f s, ingest %.2f s\n",
 			round+1, cfg.Rounds, se.Workers, se.tokSecs[len(se.tokSecs)-1], s)
@@ -285,6 +296,10 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		se.Ratio = se.IngestMBps / se.TokenizeMBps
 		se.RatioMedian = median(se.tokSecs) / median(se.ingSecs)
 		se.RatioPaired = pairedRatio(se.tokSecs, se.ingSecs)
+		if se.busyAtBest > 0 {
+			se.TokenizerBusy = se.busyAtBest / (float64(se.Workers) * se.IngestSeconds)
+			se.TokenizingSpeed = float64(se.Workers) * se.TokenizeSeconds / se.busyAtBest
+		}
 	}
 
 	// Paced stream: end-to-end lag from Kafka timestamp to final commit.
@@ -431,6 +446,8 @@ func (r *BenchIngestResult) Markdown() string {
 	row("**ratio ingest / tokenize-only, best / best** (target ≥ 0.9)", func(se *BenchSeries) string { return fmt.Sprintf("**%.2f**", se.Ratio) })
 	row("ratio of the medians", func(se *BenchSeries) string { return fmt.Sprintf("%.2f", se.RatioMedian) })
 	row("ratio of each ingest run to the tokenize-only passes either side of it, median", func(se *BenchSeries) string { return fmt.Sprintf("%.2f", se.RatioPaired) })
+	row("= tokenizer goroutines busy (text in hand), share of the best run", func(se *BenchSeries) string { return fmt.Sprintf("%.1f%%", 100*se.TokenizerBusy) })
+	row("× their tokenizing speed in it ÷ tokenize-only's", func(se *BenchSeries) string { return fmt.Sprintf("%.2f", se.TokenizingSpeed) })
 	row("CPU-s of this process: tokenize only / ingest (ratio), fastest runs", func(se *BenchSeries) string {
 		return fmt.Sprintf("%.2f / %.2f (%.2f)", se.TokenizeCPU, se.IngestCPU, se.TokenizeCPU/se.IngestCPU)
 	})

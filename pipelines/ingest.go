@@ -171,6 +171,8 @@ func describeIngestMetrics(m *Metrics) {
 	m.Describe("emopipe_ingest_lag_records", "gauge", "Records in the partition past the ingester.")
 	m.Describe("emopipe_ingest_commit_seconds_total", "counter", "Time spent in commits (stage, Kafka offset, finalize).")
 	m.Describe("emopipe_ingest_commits_total", "counter", "Commits, by outcome (final, discarded).")
+	m.Describe("emopipe_ingest_tokenizer_workers", "gauge", "Goroutines tokenizing for all partitions.")
+	m.Describe("emopipe_ingest_tokenizer_busy_seconds_total", "counter", "Time the tokenizer goroutines spent tokenizing, summed; its rate over emopipe_ingest_tokenizer_workers near 1 means the tokenizer, not Kafka or the store, limits ingest.")
 	m.Describe("emopipe_ingest_e2e_lag_seconds_sum", "counter", "Sum over documents of (commit time - Kafka record time).")
 	m.Describe("emopipe_ingest_e2e_lag_seconds_count", "counter", "Documents in emopipe_ingest_e2e_lag_seconds_sum.")
 	m.Describe("emopipe_ingest_e2e_lag_seconds_max", "gauge", "Largest end-to-end lag seen.")
@@ -188,8 +190,9 @@ func (in *Ingester) logf(format string, a ...any) {
 // Run consumes until ctx is cancelled. Shutdown order: stop fetching,
 // commit what was read (stage, offset, finalize), leave the group.
 func (in *Ingester) Run(ctx context.Context) error {
-	in.tokens = newTokenPool(in.cfg.Tokenizer, in.cfg.TokenizerWorkers)
+	in.tokens = newTokenPool(in.cfg.Tokenizer, in.cfg.TokenizerWorkers, in.m)
 	defer in.tokens.close() // after the group's close has stopped the partition workers
+	in.m.Set("emopipe_ingest_tokenizer_workers", float64(in.tokens.workers))
 	group, err := ingest.JoinGroup(&in.cfg.Kafka)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package pipelines
 import (
 	"runtime"
 	"sync"
+		"time"
 
 	"github.com/emopipe/emopipe/tokenize"
 )
@@ -13,9 +14,15 @@ import (
 // waiting (one EncodeBatch per partition at a time left a core idle at the
 // end of each batch), and the call that came first finishes first.
 type tokenPool struct {
-	tok    *tokenize.Tokenizer
-	chunks chan tokenChunk
-	wg     sync.WaitGroup
+	tok     *tokenize.Tokenizer
+	chunks  chan tokenChunk
+	wg      sync.WaitGroup
+	workers int
+	// m counts the wall time the workers spend holding a chunk, summed
+	// (emopipe_ingest_tokenizer_busy_seconds_total). Against workers ×
+	// elapsed it says whether the tokenizer ever waited for text, i.e.
+	// whether the rest of the path held it back. May be nil.
+	m *Metrics
 }
 
 // tokenChunk is texts[lo:hi] of one encode call; done counts the call's
@@ -31,12 +38,13 @@ type tokenChunk struct {
 // enough that handing chunks over costs nothing.
 const chunkBytes = 64 << 10
 
-// newTokenPool starts workers goroutines (≤ 0: GOMAXPROCS).
-func newTokenPool(tok *tokenize.Tokenizer, workers int) *tokenPool {
-	p := &tokenPool{tok: tok, chunks: make(chan tokenChunk, 1024)}
+// newTokenPool starts workers goroutines (≤ 0: GOMAXPROCS), counting
+// their busy time in m (nil: not counted).
+func newTokenPool(tok *tokenize.Tokenizer, workers int, m *Metrics) *tokenPool {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	p := &tokenPool{tok: tok, chunks: make(chan tokenChunk, 1024), workers: workers, m: m}
 	for range workers {
 		p.wg.Add(1)
 		go p.work()
@@ -49,9 +57,11 @@ func (p *tokenPool) work() {
 	enc := p.tok.NewEncoder()
 	defer enc.Close()
 	for c := range p.chunks {
+		t0 := time.Now()
 		for i := c.lo; i < c.hi; i++ {
 			c.out[i] = enc.Encode(c.texts[i])
 		}
+		p.m.Add("emopipe_ingest_tokenizer_busy_seconds_total", time.Since(t0).Seconds())
 		c.done.Done()
 	}
 }

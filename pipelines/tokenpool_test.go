@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // The pool gives EncodeBatch's ids, also with several partitions calling
@@ -18,7 +19,7 @@ func TestTokenPoolMatchesEncodeBatch(t *testing.T) {
 	texts = append(texts, "", " ", string(make([]byte, chunkBytes+1)))
 	want := tok.EncodeBatch(texts)
 	for _, workers := range []int{0, 1, 3} {
-		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) { checkTokenPool(t, newTokenPool(tok, workers), texts, want) })
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) { checkTokenPool(t, newTokenPool(tok, workers, nil), texts, want) })
 	}
 }
 
@@ -40,4 +41,29 @@ func checkTokenPool(t *testing.T, p *tokenPool, texts []string, want [][]uint32)
 		}()
 	}
 	wg.Wait()
+}
+
+// The busy time is the workers' time with text in hand: none while the
+// pool waits, and, for one worker kept fed by one call, most of the call
+// (never more than it).
+func TestTokenPoolCountsBusyTime(t *testing.T) {
+	tok := dolma2(t)
+	var texts []string
+	for _, d := range readSample(t) {
+		texts = append(texts, string(d.Text))
+	}
+	m := NewMetrics()
+	p := newTokenPool(tok, 1, m)
+	defer p.close()
+	time.Sleep(20 * time.Millisecond)
+	if got := m.Get("emopipe_ingest_tokenizer_busy_seconds_total"); got != 0 {
+		t.Fatalf("idle pool counted %v s busy", got)
+	}
+	t0 := time.Now()
+	p.encode(texts)
+	wall := time.Since(t0).Seconds()
+	busy := m.Get("emopipe_ingest_tokenizer_busy_seconds_total")
+	if busy > wall || busy < wall/2 {
+		t.Errorf("busy %.4f s for a call of %.4f s on one worker: want between half of it and all of it", busy, wall)
+	}
 }

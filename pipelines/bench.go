@@ -66,6 +66,13 @@ type BenchIngestResult struct {
 	Partitions, SeqLen    int
 	Tokenizer             string
 	Compression           string
+	// Path is the data path alone (Kafka → decode → pack → Badger, the
+	// ids precomputed), a run per round: its IngestSeconds, IngestMBps,
+	// IngestCPU, IngestMachineCPU are those of its fastest run. It bounds
+	// what Kafka and Badger let the ingester do whatever the tokenizer.
+	Path BenchSeries
+
+	sequences int // written by every run (they must agree)
 }
 
 // BenchSeries is the figures of one tokenizer goroutine count.
@@ -238,28 +245,41 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	var icfg IngestConfig
 	// One ingest run: a fresh group and store over the produced topic, so
 	// each run reads every record from offset 0 (the store's offsets).
-	ingestOnce := func(se *BenchSeries, round int) error {
+	// With pre set, the run is the data path alone: the pool hands out
+	// those ids instead of tokenizing.
+	ingestOnce := func(se *BenchSeries, round int, pre map[string][]uint32) error {
 		m := NewMetrics()
 		itok, err := fresh()
 		if err != nil {
 			return err
 		}
+		name, phase := fmt.Sprintf("w%d-r%d", se.Workers, round), "ingest"
+		if pre != nil {
+			name, phase = fmt.Sprintf("path-r%d", round), "path"
+		}
 		rk := kc
-		rk.Group = fmt.Sprintf("%s-w%d-r%d", kc.Topic, se.Workers, round)
-		icfg = IngestConfig{Store: filepath.Join(dir, fmt.Sprintf("store-w%d-%d", se.Workers, round)), Kafka: rk, Packing: pc, Tokenizer: itok,
-			TokenizerWorkers: se.Workers, IdleExit: 4 * time.Second, Metrics: m, Log: cfg.Log}
+		rk.Group = kc.Topic + "-" + name
+		icfg = IngestConfig{Store: filepath.Join(dir, "store-"+name), Kafka: rk, Packing: pc, Tokenizer: itok,
+			TokenizerWorkers: se.Workers, IdleExit: 4 * time.Second, Metrics: m, Log: cfg.Log, pretokenized: pre}
 		defer os.RemoveAll(icfg.Store)
 		// The phases carry pprof labels, so that an EMOPIPE_CPUPROFILE of
 		// the whole benchmark splits into them (go tool pprof -tagfocus
 		// bench=ingest).
 		cpu := sampleCPU(ctx, 10*time.Millisecond)
-		pprof.Do(ctx, pprof.Labels("bench", "ingest", "workers", strconv.Itoa(se.Workers)), func(ctx context.Context) { err = Ingest(ctx, icfg) })
+		pprof.Do(ctx, pprof.Labels("bench", phase, "workers", strconv.Itoa(se.Workers)), func(ctx context.Context) { err = Ingest(ctx, icfg) })
 		samples := cpu()
 		if err != nil {
 			return err
 		}
 		if got := int(m.Sum("emopipe_ingest_documents_total")); got != len(texts) {
 			return fmt.Errorf("bench: ingested %d documents of %d", got, len(texts))
+		}
+		// The data path alone must write what the whole path writes.
+		seqs := int(m.Sum("emopipe_ingest_sequences_total"))
+		if r.sequences == 0 {
+			r.sequences = seqs
+		} else if seqs != r.sequences {
+			return fmt.Errorf("bench: %s wrote %d sequences, another run %d", name, seqs, r.sequences)
 		}
 		// From the first record read (group join excluded) to the last commit.
 		first, last := m.Get("emopipe_ingest_first_record_unixtime"), m.Get("emopipe_ingest_last_commit_unixtime")
@@ -271,20 +291,35 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			se.IngestMachineCPU = (samples.at(last).machine - samples.at(first).machine).Seconds()
 			se.busyAtBest = m.Get("emopipe_ingest_tokenizer_busy_seconds_total")
 		}
+		if pre != nil {
+			fmt.Fprintf(cfg.Log, "bench: round %d/%d, data path alone: %.2f s\n", round+1, cfg.Rounds, s)
+			return nil
+		}
 		fmt.Fprintf(cfg.Log, "bench: round %d/%d, %d tokenizer goroutines: tokenize-only %.2f s, ingest %.2f s\n",
 			round+1, cfg.Rounds, se.Workers, se.tokSecs[len(se.tokSecs)-1], s)
 		return nil
 	}
+	// The ids of every text, for the runs of the data path alone.
+	pre := make(map[string][]uint32, n)
+	for i, ids := range cfg.Tokenizer.EncodeBatch(texts[:n]) {
+		pre[texts[i]] = ids
+	}
+	r.Path = BenchSeries{Workers: runtime.GOMAXPROCS(0)}
 	for round := range cfg.Rounds {
 		for i := range r.Series {
 			if err := tokenizeOnly(&r.Series[i]); err != nil {
 				return nil, err
 			}
-			if err := ingestOnce(&r.Series[i], round); err != nil {
+			if err := ingestOnce(&r.Series[i], round, nil); err != nil {
 				return nil, err
 			}
 		}
+		if err := ingestOnce(&r.Path, round, pre); err != nil {
+			return nil, err
+		}
 	}
+	r.Path.IngestDocsPerSec = float64(len(texts)) / r.Path.IngestSeconds
+	r.Path.IngestMBps = float64(r.Bytes) / 1e6 / r.Path.IngestSeconds
 	for i := range r.Series {
 		se := &r.Series[i]
 		if err := tokenizeOnly(se); err != nil {
@@ -457,6 +492,17 @@ func (r *BenchIngestResult) Markdown() string {
 		}
 		return fmt.Sprintf("%.2f / %.2f (%.2f)", se.TokenizeMachineCPU, se.IngestMachineCPU, se.TokenizeMachineCPU/se.IngestMachineCPU)
 	})
+	if p := &r.Path; p.IngestSeconds > 0 && len(r.Series) > 0 {
+		se := &r.Series[0]
+		fmt.Fprintf(&b, "\nData path alone (Kafka → decode → pack → Badger, the ids precomputed; the same sequences), best of %d runs: %.2f MB/s, %.0f docs/s (%.2f s), **%.1f× the tokenize-only throughput on %d goroutines**; CPU-s %.2f (this process), %.2f (machine).\n",
+			r.Rounds, p.IngestMBps, p.IngestDocsPerSec, p.IngestSeconds, p.IngestMBps/se.TokenizeMBps, se.Workers, p.IngestCPU, p.IngestMachineCPU)
+		tok, path := se.TokenizeCPU, p.IngestCPU
+		if se.TokenizeMachineCPU > 0 && p.IngestMachineCPU > 0 {
+			tok, path = se.TokenizeMachineCPU, p.IngestMachineCPU
+		}
+		fmt.Fprintf(&b, "\nWhen tokenizing and the data path share all cores, the ratio can reach at most tokenize CPU-s ÷ (tokenize + data path CPU-s) = %.2f ÷ (%.2f + %.2f) = %.2f (measured: %.2f).\n",
+			tok, tok, path, tok/(tok+path), se.Ratio)
+	}
 	fmt.Fprintf(&b, "\nEnd-to-end lag at %.0f docs/s, tokenizer on %d goroutines (Kafka timestamp → final commit, %d docs): mean %.2f s, max %.2f s.\n",
 		r.LagRate, r.Series[0].Workers, r.LagDocs, r.LagMeanSec, r.LagMaxSec)
 	return b.String()

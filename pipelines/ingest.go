@@ -59,6 +59,11 @@ type IngestConfig struct {
 	// commit in flight has settled; it blocks while the consumer of the
 	// store is too far behind (emopipe run).
 	Throttle func(ctx context.Context) error
+
+	// pretokenized holds ids computed beforehand, by text: the tokenizer
+	// pool hands those out instead of tokenizing (BenchIngest's run of
+	// the data path alone, which must write the same sequences).
+	pretokenized map[string][]uint32
 }
 
 func (c *IngestConfig) defaults() error {
@@ -191,6 +196,7 @@ func (in *Ingester) logf(format string, a ...any) {
 // commit what was read (stage, offset, finalize), leave the group.
 func (in *Ingester) Run(ctx context.Context) error {
 	in.tokens = newTokenPool(in.cfg.Tokenizer, in.cfg.TokenizerWorkers, in.m)
+	in.tokens.pretokenized = in.cfg.pretokenized
 	defer in.tokens.close() // after the group's close has stopped the partition workers
 	in.m.Set("emopipe_ingest_tokenizer_workers", float64(in.tokens.workers))
 	group, err := ingest.JoinGroup(&in.cfg.Kafka)

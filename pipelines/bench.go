@@ -135,7 +135,8 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		if err != nil {
 			return nil, err
 		}
-		if it.Doc != nil {
+		// Blank texts are the ingester's rejects (empty_text), not data.
+		if it.Doc != nil && strings.TrimSpace(string(it.Doc.Text)) != "" {
 			texts = append(texts, string(it.Doc.Text))
 			domains = append(domains, it.Doc.Domain)
 		}

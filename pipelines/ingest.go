@@ -509,28 +509,34 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 		docs = append(docs, doc)
 		origin = append(origin, r)
 	}
-	texts := make([]string, len(docs))
+	verdicts, err := w.ps.checkAll(docs)
+	if err != nil {
+		return err
+	}
+	texts := make([]string, 0, len(docs))
 	for i := range docs {
-		// No copy: a parsed document's text is never written again.
-		texts[i] = unsafe.String(unsafe.SliceData(docs[i].Text), len(docs[i].Text))
+		if verdicts[i].reason == "" {
+			// No copy: a parsed document's text is never written again.
+			texts = append(texts, unsafe.String(unsafe.SliceData(docs[i].Text), len(docs[i].Text)))
+		}
 	}
 	ids := in.tokens.encode(texts)
 	before := len(w.ps.batch.Sequences)
+	var accepted, bytes, tokens int
 	for i := range docs {
 		d := &docs[i]
-		reason, detail, err := w.ps.check(d)
-		if err != nil {
-			return err
-		}
-		if reason != "" {
-			w.reject(&ingest.Reject{Source: d.Source, Position: d.Position, DocKey: d.ID, Reason: reason, Detail: detail, Bytes: len(d.Text)}, origin[i])
+		if v := verdicts[i]; v.reason != "" {
+			w.reject(&ingest.Reject{Source: d.Source, Position: d.Position, DocKey: d.ID, Reason: v.reason, Detail: v.detail, Bytes: len(d.Text)}, origin[i])
 			continue
 		}
-		w.ps.accept(d, ids[i])
-		in.m.Add("emopipe_ingest_documents_total", 1)
-		in.m.Add("emopipe_ingest_bytes_total", float64(len(d.Text)))
-		in.m.Add("emopipe_ingest_tokens_total", float64(len(ids[i])))
+		w.ps.accept(d, ids[accepted])
+		bytes += len(d.Text)
+		tokens += len(ids[accepted])
+		accepted++
 	}
+	in.m.Add("emopipe_ingest_documents_total", float64(accepted))
+	in.m.Add("emopipe_ingest_bytes_total", float64(bytes))
+	in.m.Add("emopipe_ingest_tokens_total", float64(tokens))
 	in.m.Add("emopipe_ingest_sequences_total", float64(len(w.ps.batch.Sequences)-before))
 	w.next = recs[len(recs)-1].Offset + 1
 	return nil

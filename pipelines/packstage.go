@@ -112,6 +112,10 @@ func newKeySet() *keySet { return &keySet{keys: map[string]bool{}} }
 func (k *keySet) reserve(key string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	return k.reserveLocked(key)
+}
+
+func (k *keySet) reserveLocked(key string) bool {
 	if k.keys[key] {
 		return false
 	}
@@ -127,30 +131,65 @@ func (k *keySet) release(keys []string) {
 	}
 }
 
+// verdict is why a document cannot be accepted; an empty reason passes.
+type verdict struct{ reason, detail string }
+
 // check returns the reason a document cannot be accepted, or "". A
 // document it passes is reserved: accept it next.
 func (ps *packStage) check(d *ingest.Document) (reason, detail string, err error) {
-	switch {
-	case len(bytes.TrimSpace(d.Text)) == 0:
-		return ingest.ReasonEmptyText, "no text after trimming whitespace", nil
-	case !utf8.Valid(d.Text):
-		return ingest.ReasonInvalidUTF8, "text is not valid UTF-8 (use --invalid-utf8=replace to repair)", nil
-	}
-	if !ps.pending.reserve(d.ID) {
-		return ingest.ReasonDuplicateID, "id seen earlier in this input", nil
-	}
-	dup, err := ps.st.HasDoc(d.ID)
-	if err != nil || dup {
-		ps.pending.release([]string{d.ID})
-	}
+	v, err := ps.checkAll([]ingest.Document{*d})
 	if err != nil {
 		return "", "", err
 	}
-	if dup {
-		return ingest.ReasonDuplicateID, "id already in the store", nil
+	return v[0].reason, v[0].detail, nil
+}
+
+// checkAll is check for each of docs, in order (a second document with an
+// id is the duplicate), with one lock of the pending keys and one store
+// read for all of them: per document they cost more than tokenizing a
+// short one. The documents it passes are reserved: accept them next.
+func (ps *packStage) checkAll(docs []ingest.Document) ([]verdict, error) {
+	out := make([]verdict, len(docs))
+	reserved := make([]int, 0, len(docs))
+	ps.pending.mu.Lock()
+	for i := range docs {
+		d := &docs[i]
+		switch {
+		case len(bytes.TrimSpace(d.Text)) == 0:
+			out[i] = verdict{ingest.ReasonEmptyText, "no text after trimming whitespace"}
+		case !utf8.Valid(d.Text):
+			out[i] = verdict{ingest.ReasonInvalidUTF8, "text is not valid UTF-8 (use --invalid-utf8=replace to repair)"}
+		case !ps.pending.reserveLocked(d.ID):
+			out[i] = verdict{ingest.ReasonDuplicateID, "id seen earlier in this input"}
+		default:
+			reserved = append(reserved, i)
+		}
 	}
-	ps.mine = append(ps.mine, d.ID)
-	return "", "", nil
+	ps.pending.mu.Unlock()
+	// After reserving: a key that another stream releases has been
+	// committed by then, so the store has it (see keySet).
+	keys := make([]string, len(reserved))
+	for j, i := range reserved {
+		keys[j] = docs[i].ID
+	}
+	inStore, err := ps.st.HasDocs(keys)
+	if err != nil {
+		ps.pending.release(keys)
+		return nil, err
+	}
+	var dups []string
+	for j, i := range reserved {
+		if inStore[j] {
+			out[i] = verdict{ingest.ReasonDuplicateID, "id already in the store"}
+			dups = append(dups, keys[j])
+			continue
+		}
+		ps.mine = append(ps.mine, keys[j])
+	}
+	if len(dups) > 0 {
+		ps.pending.release(dups)
+	}
+	return out, nil
 }
 
 func (ps *packStage) reject(r *ingest.Reject) {

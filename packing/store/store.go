@@ -191,7 +191,11 @@ func Open(dir string, hdr *Header, opts Options) (*Store, error) {
 		// Sequences (4 bytes a token) go to the value log: fast appends,
 		// and a batch of them stays well under the transaction size limit.
 		WithValueThreshold(1 << 10).
-		WithNumVersionsToKeep(1)
+		WithNumVersionsToKeep(1).
+		// Writes are serialized by s.mu (and other processes by Badger's
+		// directory lock), so transactions never conflict; tracking their
+		// keys for conflicts cost a map insert per key, one per document.
+		WithDetectConflicts(false)
 	if opts.InMemory {
 		bo = bo.WithDir("").WithValueDir("")
 	}
@@ -618,6 +622,27 @@ func (s *Store) Doc(key string) (DocRecord, error) {
 		return d, fmt.Errorf("document %q: %w", key, err)
 	}
 	return d, nil
+}
+
+// HasDocs reports, for each key, whether a document with it was accepted:
+// one read transaction for all of them.
+func (s *Store) HasDocs(keys []string) ([]bool, error) {
+	has := make([]bool, len(keys))
+	var k []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		for i, key := range keys {
+			k = append(append(k[:0], prefDoc...), key...)
+			_, err := txn.Get(k)
+			switch {
+			case err == nil:
+				has[i] = true
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+		}
+		return nil
+	})
+	return has, err
 }
 
 // HasDoc reports whether a document with this key was accepted.

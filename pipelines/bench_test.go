@@ -35,3 +35,20 @@ func TestBenchMarkdownHasAColumnPerSeries(t *testing.T) {
 		}
 	}
 }
+
+// Texts are cut at the first line end n bytes in, nothing lost, and left
+// whole without n.
+func TestSplitText(t *testing.T) {
+	text := "aaaa\nbb\ncccccc\ndd"
+	got := splitText(text, 3)
+	want := []string{"aaaa\n", "bb\ncccccc\n", "dd"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("splitText(%q, 3) = %q, want %q", text, got, want)
+	}
+	if got := splitText(text, 0); len(got) != 1 || got[0] != text {
+		t.Errorf("splitText(n=0) = %q, want the text whole", got)
+	}
+	if got := splitText("no line end here", 3); len(got) != 1 {
+		t.Errorf("no line end: %q, want one piece", got)
+	}
+}

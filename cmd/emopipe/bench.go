@@ -41,6 +41,7 @@ func newBenchCmd() *cobra.Command {
 	f.Float64Var(&cfg.LagRate, "lag-rate", 0, "records/s of the paced lag phase (default: half the measured rate)")
 	f.IntVar(&cfg.LagSeconds, "lag-seconds", 20, "length of the paced lag phase")
 	f.IntVar(&cfg.Copies, "copies", 1, "repeat the data this many times (fresh ids)")
+	f.IntVar(&cfg.SplitBytes, "split-bytes", 0, "cut each text into documents of about this many bytes (short records: per-record costs)")
 	f.StringVar(&cfg.Compression, "compression", "lz4", "the topic's compression: none, gzip, snappy, lz4 or zstd")
 	f.IntSliceVar(&cfg.Workers, "workers", nil, "tokenizer goroutine counts, a column each (default: all cores, and all but one)")
 	cmd.AddCommand(ing)

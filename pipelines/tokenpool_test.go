@@ -67,3 +67,21 @@ func TestTokenPoolCountsBusyTime(t *testing.T) {
 		t.Errorf("busy %.4f s for a call of %.4f s on one worker: want between half of it and all of it", busy, wall)
 	}
 }
+
+// With ids given beforehand (the benchmark's data path alone), the pool
+// hands those out for the texts they cover and tokenizes the rest.
+func TestTokenPoolHandsOutPretokenizedIDs(t *testing.T) {
+	tok := dolma2(t)
+	texts := []string{"given beforehand", "tokenized here"}
+	given := []uint32{7, 7, 7}
+	p := newTokenPool(tok, 1, nil)
+	defer p.close()
+	p.pretokenized = map[string][]uint32{texts[0]: given}
+	got := p.encode(texts)
+	if !slices.Equal(got[0], given) {
+		t.Errorf("pretokenized text: ids %v, want the given %v", got[0], given)
+	}
+	if want := tok.Encode(texts[1]); !slices.Equal(got[1], want) {
+		t.Errorf("other text: ids %v, want the tokenizer's %v", got[1], want)
+	}
+}

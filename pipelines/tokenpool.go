@@ -3,7 +3,7 @@ package pipelines
 import (
 	"runtime"
 	"sync"
-		"time"
+	"time"
 
 	"github.com/emopipe/emopipe/tokenize"
 )

@@ -329,16 +329,14 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			return nil, err
 		}
 	}
-	r.Path.IngestDocsPerSec = float64(len(texts)) / r.Path.IngestSeconds
-	r.Path.IngestMBps = float64(r.Bytes) / 1e6 / r.Path.IngestSeconds
+	r.Path.setRates(len(texts), r.Bytes)
 	for i := range r.Series {
 		se := &r.Series[i]
 		if err := tokenizeOnly(se); err != nil {
 			return nil, err
 		}
 		se.TokenizeMBps = float64(r.Bytes) / 1e6 / se.TokenizeSeconds
-		se.IngestDocsPerSec = float64(len(texts)) / se.IngestSeconds
-		se.IngestMBps = float64(r.Bytes) / 1e6 / se.IngestSeconds
+		se.setRates(len(texts), r.Bytes)
 		se.Ratio = se.IngestMBps / se.TokenizeMBps
 		se.RatioMedian = median(se.tokSecs) / median(se.ingSecs)
 		se.RatioPaired = pairedRatio(se.tokSecs, se.ingSecs)
@@ -399,6 +397,12 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		r.LagMaxSec = m.Get("emopipe_ingest_e2e_lag_seconds_max")
 	}
 	return r, nil
+}
+
+// setRates derives the fastest ingest run's docs/s and MB/s.
+func (se *BenchSeries) setRates(docs, bytes int) {
+	se.IngestDocsPerSec = float64(docs) / se.IngestSeconds
+	se.IngestMBps = float64(bytes) / 1e6 / se.IngestSeconds
 }
 
 // splitText cuts t into pieces that end at the first line end at least n

@@ -647,14 +647,8 @@ func (s *Store) HasDocs(keys []string) ([]bool, error) {
 
 // HasDoc reports whether a document with this key was accepted.
 func (s *Store) HasDoc(key string) (bool, error) {
-	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get([]byte(prefDoc + key))
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
-	}
-	return err == nil, err
+	has, err := s.HasDocs([]string{key})
+	return has[0], err
 }
 
 // Docs calls fn for every accepted document in key order.

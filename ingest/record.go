@@ -41,6 +41,7 @@ const (
 	ReasonBinary        = "binary"
 	ReasonOversize      = "oversize"
 	ReasonDuplicateID   = "duplicate_id"
+	ReasonIDTooLong     = "id_too_long"
 	ReasonUnreadable    = "unreadable"
 	ReasonDecompress    = "decompress_error"
 	// ReasonOffsetsDeleted records Kafka offsets that the topic's retention

@@ -47,6 +47,9 @@ func TestBadInputIsRejectedAndCountedAndGoodIsPacked(t *testing.T) {
 	byReason := map[string][]string{}
 	st.Rejects(func(r store.Reject) error {
 		byReason[r.Reason] = append(byReason[r.Reason], filepath.Base(r.Source)+"@"+r.Position)
+		if r.Reason == "id_too_long" && (len(r.DocKey) > 300 || !strings.HasSuffix(r.DocKey, "(4097 bytes)")) {
+			t.Errorf("the reject of a 4097-byte id keeps %d bytes of it: %.40q...", len(r.DocKey), r.DocKey)
+		}
 		return nil
 	})
 	want := map[string]int{
@@ -55,6 +58,7 @@ func TestBadInputIsRejectedAndCountedAndGoodIsPacked(t *testing.T) {
 		"empty_text":       2, // line 4, empty.txt
 		"invalid_utf8":     2, // line 8, invalid_utf8.txt
 		"duplicate_id":     1, // line 9
+		"id_too_long":      1, // line 10
 		"binary":           1, // binary.txt
 		"decompress_error": 2, // truncated .gz and .zst
 		"oversize":         2, // huge.txt, huge.jsonl line 1

@@ -48,6 +48,13 @@ type BenchIngestConfig struct {
 	// Compression is the producer's codec (default lz4): the ingester
 	// pays for decompressing it.
 	Compression string
+	// Warmup is how many untimed runs of the data path alone go before
+	// the rounds (default 0). A broker started minutes ago still spends
+	// CPU compiling its Java code (the JIT: measured here up to 0.24 CPU-s
+	// in one 22 MB run, against 0.03 for serving the fetches) and, on a
+	// small machine, takes it from the tokenizer; a long-running broker
+	// does not. Warm-up runs measure the steady state.
+	Warmup int
 	// Workers lists the tokenizer goroutine counts to measure, each as a
 	// series of its own (tokenize-only on EncodeBatchN with that many, the
 	// ingester with TokenizerWorkers that many), the series' runs
@@ -76,6 +83,11 @@ type BenchIngestResult struct {
 	// IngestCPU, IngestMachineCPU are those of its fastest run. It bounds
 	// what Kafka and Badger let the ingester do whatever the tokenizer.
 	Path BenchSeries
+	// Warmup is the number of untimed warm-up runs; WarmupOtherCPU the
+	// CPU-s of the other processes (the broker) in each, from the first
+	// record to the last commit.
+	Warmup         int
+	WarmupOtherCPU []float64
 
 	sequences int // written by every run (they must agree)
 }
@@ -115,6 +127,7 @@ type BenchSeries struct {
 
 	tokSecs, ingSecs []float64
 	busyAtBest       float64
+	lastOtherCPU     float64 // CPU-s of other processes in the latest ingest run
 }
 
 // BenchIngest measures, in one run on the same data: tokenize-only
@@ -258,15 +271,16 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	// each run reads every record from offset 0 (the store's offsets).
 	// With pre set, the run is the data path alone: the pool hands out
 	// those ids instead of tokenizing.
-	ingestOnce := func(se *BenchSeries, round int, pre map[string][]uint32) error {
+	// name names the run's group and store.
+	ingestOnce := func(se *BenchSeries, name string, pre map[string][]uint32) error {
 		m := NewMetrics()
 		itok, err := fresh()
 		if err != nil {
 			return err
 		}
-		name, phase := fmt.Sprintf("w%d-r%d", se.Workers, round), "ingest"
+		phase := "ingest"
 		if pre != nil {
-			name, phase = fmt.Sprintf("path-r%d", round), "path"
+			phase = "path"
 		}
 		rk := kc
 		rk.Group = kc.Topic + "-" + name
@@ -302,12 +316,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			se.IngestMachineCPU = (samples.at(last).machine - samples.at(first).machine).Seconds()
 			se.busyAtBest = m.Get("emopipe_ingest_tokenizer_busy_seconds_total")
 		}
-		if pre != nil {
-			fmt.Fprintf(cfg.Log, "bench: round %d/%d, data path alone: %.2f s\n", round+1, cfg.Rounds, s)
-			return nil
-		}
-		fmt.Fprintf(cfg.Log, "bench: round %d/%d, %d tokenizer goroutines: tokenize-only %.2f s, ingest %.2f s\n",
-			round+1, cfg.Rounds, se.Workers, se.tokSecs[len(se.tokSecs)-1], s)
+		se.lastOtherCPU = (samples.at(last).machine - samples.at(first).machine - samples.at(last).cpu + samples.at(first).cpu).Seconds()
 		return nil
 	}
 	// The ids of every text, for the runs of the data path alone.
@@ -315,19 +324,34 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	for i, ids := range cfg.Tokenizer.EncodeBatch(texts[:n]) {
 		pre[texts[i]] = ids
 	}
+	r.Warmup = cfg.Warmup
+	for i := range cfg.Warmup {
+		var w BenchSeries
+		if err := ingestOnce(&w, fmt.Sprintf("warmup-%d", i), pre); err != nil {
+			return nil, err
+		}
+		r.WarmupOtherCPU = append(r.WarmupOtherCPU, w.lastOtherCPU)
+		fmt.Fprintf(cfg.Log, "bench: warm-up %d/%d, data path alone: %.2f s; CPU-s of other processes (the broker) %.2f\n",
+			i+1, cfg.Warmup, w.ingSecs[0], w.lastOtherCPU)
+	}
 	r.Path = BenchSeries{Workers: runtime.GOMAXPROCS(0)}
 	for round := range cfg.Rounds {
 		for i := range r.Series {
-			if err := tokenizeOnly(&r.Series[i]); err != nil {
+			se := &r.Series[i]
+			if err := tokenizeOnly(se); err != nil {
 				return nil, err
 			}
-			if err := ingestOnce(&r.Series[i], round, nil); err != nil {
+			if err := ingestOnce(se, fmt.Sprintf("w%d-r%d", se.Workers, round), nil); err != nil {
 				return nil, err
 			}
+			fmt.Fprintf(cfg.Log, "bench: round %d/%d, %d tokenizer goroutines: tokenize-only %.2f s, ingest %.2f s; CPU-s of other processes %.2f\n",
+				round+1, cfg.Rounds, se.Workers, se.tokSecs[len(se.tokSecs)-1], se.ingSecs[len(se.ingSecs)-1], se.lastOtherCPU)
 		}
-		if err := ingestOnce(&r.Path, round, pre); err != nil {
+		if err := ingestOnce(&r.Path, fmt.Sprintf("path-r%d", round), pre); err != nil {
 			return nil, err
 		}
+		fmt.Fprintf(cfg.Log, "bench: round %d/%d, data path alone: %.2f s; CPU-s of other processes %.2f\n",
+			round+1, cfg.Rounds, r.Path.ingSecs[len(r.Path.ingSecs)-1], r.Path.lastOtherCPU)
 	}
 	r.Path.setRates(len(texts), r.Bytes)
 	for i := range r.Series {
@@ -502,6 +526,14 @@ func (r *BenchIngestResult) Markdown() string {
 	}
 	fmt.Fprintf(&b, "%d documents (%.0f bytes each on average), %.1f MB (real corpus, repeated with fresh ids); Kafka (%s), %d partitions, seq_len %d; %s tokenizer, cold cache; %d ingest runs per column, alternating with tokenize-only passes.\n\n",
 		r.Docs, float64(r.Bytes)/float64(max(r.Docs, 1)), float64(r.Bytes)/1e6, r.Compression, r.Partitions, r.SeqLen, r.Tokenizer, r.Rounds)
+	if r.Warmup > 0 {
+		other := make([]string, len(r.WarmupOtherCPU))
+		for i, c := range r.WarmupOtherCPU {
+			other[i] = fmt.Sprintf("%.2f", c)
+		}
+		fmt.Fprintf(&b, "Before the rounds, %d untimed warm-up runs of the data path, for the broker's JIT to settle; CPU-s of the other processes (the broker) in each: %s.\n\n",
+			r.Warmup, strings.Join(other, ", "))
+	}
 	row("tokenizer goroutines", func(se *BenchSeries) string {
 		if se.Workers == runtime.GOMAXPROCS(0) {
 			return fmt.Sprintf("%d (all cores)", se.Workers)

@@ -574,7 +574,9 @@ func (w *partitionWork) checkDeleted(seen int64) {
 func (w *partitionWork) reject(r *ingest.Reject, rec ingest.Record) {
 	w.in.m.Add("emopipe_ingest_rejects_total", 1, "reason", r.Reason)
 	if w.in.dlq != nil {
-		w.dead = append(w.dead, ingest.DeadLetter{Reject: *r, Key: rec.Key, Value: rec.Value})
+		dead := *r
+		dead.DocKey = shortKey(r.DocKey)
+		w.dead = append(w.dead, ingest.DeadLetter{Reject: dead, Key: rec.Key, Value: rec.Value})
 		return
 	}
 	w.ps.reject(r)
@@ -594,7 +596,7 @@ func (w *partitionWork) due() bool {
 	if w.next == w.sent {
 		return false
 	}
-	return w.ps.pendingSequences() >= w.in.cfg.CommitSequences || time.Since(w.lastCommit) >= w.in.cfg.CommitInterval
+	return w.ps.full(w.in.cfg.CommitSequences) || len(w.dead) >= maxBatchRecords || time.Since(w.lastCommit) >= w.in.cfg.CommitInterval
 }
 
 // commit starts the protocol of packing/store/stage.go for the pending

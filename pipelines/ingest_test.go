@@ -11,6 +11,7 @@ import (
 	"github.com/emopipe/emopipe/internal/kafkatest"
 	"github.com/emopipe/emopipe/internal/storecheck"
 	"github.com/emopipe/emopipe/packing"
+	"github.com/emopipe/emopipe/packing/store"
 )
 
 func ingestCfg(t *testing.T, brokers []string, topic, dir string) IngestConfig {
@@ -75,8 +76,8 @@ func TestIngestFromFakeBroker(t *testing.T) {
 	if len(c.Records) != len(readSample(t))+3 { // + good-1..3 of bad.jsonl
 		t.Fatalf("%d documents, want sample + 3", len(c.Records))
 	}
-	if got := cfg.Metrics.Sum("emopipe_ingest_rejects_total"); got != 7 {
-		t.Fatalf("%v rejects counted, want 7", got)
+	if got := cfg.Metrics.Sum("emopipe_ingest_rejects_total"); got != 8 {
+		t.Fatalf("%v rejects counted, want 8", got)
 	}
 }
 
@@ -116,7 +117,7 @@ func TestIngestDeadLetterTopic(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"malformed_json": 1, "missing_text": 3, "empty_text": 1, "invalid_utf8": 1, "duplicate_id": 1}
+	want := map[string]int{"malformed_json": 1, "missing_text": 3, "empty_text": 1, "invalid_utf8": 1, "duplicate_id": 1, "id_too_long": 1}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("dead letters by reason %v, want %v", got, want)
 	}
@@ -229,4 +230,28 @@ func TestIngestOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	ingestSampleWith(t, ctx, conf(true, in.CAFile(), false), "g-tls")
+}
+
+// The ingester's form of TestPackCommitsTinyDocumentsInBatchesBadgerHolds:
+// with commits far apart (by sequences and by time), 120,000 one-word
+// records of one partition would all wait for one commit, more than one
+// Badger transaction holds.
+func TestIngestCommitsTinyDocumentsInBatchesBadgerHolds(t *testing.T) {
+	const n = 120_000
+	brokers := kafkatest.Fake(t, 1, "tiny")
+	produceFiles(t, brokers, "tiny", 0, tinyDocs(t, n))
+	dir := t.TempDir()
+	cfg := ingestCfg(t, brokers, "tiny", dir)
+	cfg.CommitSequences, cfg.CommitInterval = 1_000_000, time.Hour
+	if err := Ingest(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(dir, nil, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := st.Stats().Docs; got != n {
+		t.Fatalf("store holds %d documents, want %d", got, n)
+	}
 }

@@ -179,31 +179,19 @@ func Pack(ctx context.Context, cfg PackConfig) (PackResult, error) {
 	var last ingest.FilePos = state.Pos
 	for b := range tokenized {
 		for i, it := range b.items {
-			if it.Reject != nil {
-				ps.reject(it.Reject)
-				res.Rejects++
-				continue
+			if err := packItem(ps, &res, it, b.ids, b.docIndex[i]); err != nil {
+				return res, err
 			}
-			d := it.Doc
-			reason, detail, err := ps.check(d)
-			if err != nil {
-				return res, fmt.Errorf("pack: %s %s: %w", d.Source, d.Position, err)
+			// After each record, not each read batch: 4096 records of
+			// long ids alone can pass what one commit holds.
+			if ps.full(cfg.CommitSequences) {
+				if err := commit(it.Next, false); err != nil {
+					return res, err
+				}
 			}
-			if reason != "" {
-				ps.reject(&ingest.Reject{Source: d.Source, Position: d.Position, DocKey: d.ID, Reason: reason, Detail: detail, Bytes: len(d.Text)})
-				res.Rejects++
-				continue
-			}
-			ps.accept(d, b.ids[b.docIndex[i]])
-			res.Docs++
 		}
 		done += b.inputBytes
 		last = b.next
-		if ps.pendingSequences() >= cfg.CommitSequences {
-			if err := commit(last, false); err != nil {
-				return res, err
-			}
-		}
 		prog.Update(func() string {
 			s := st.Stats()
 			return fmt.Sprintf("pack %s %s/%s  %d docs  %d seqs  %d rejects  %.1f MB/s",
@@ -237,6 +225,28 @@ func Pack(ctx context.Context, cfg PackConfig) (PackResult, error) {
 }
 
 // readBatch is a run of consecutive source items, tokenised together.
+// packItem rejects or accepts one record read from the files.
+func packItem(ps *packStage, res *PackResult, it ingest.Item, ids [][]uint32, docIndex int) error {
+	if it.Reject != nil {
+		ps.reject(it.Reject)
+		res.Rejects++
+		return nil
+	}
+	d := it.Doc
+	reason, detail, err := ps.check(d)
+	if err != nil {
+		return fmt.Errorf("pack: %s %s: %w", d.Source, d.Position, err)
+	}
+	if reason != "" {
+		ps.reject(&ingest.Reject{Source: d.Source, Position: d.Position, DocKey: d.ID, Reason: reason, Detail: detail, Bytes: len(d.Text)})
+		res.Rejects++
+		return nil
+	}
+	ps.accept(d, ids[docIndex])
+	res.Docs++
+	return nil
+}
+
 type readBatch struct {
 	items      []ingest.Item
 	docs       []*ingest.Document

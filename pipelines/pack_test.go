@@ -256,3 +256,54 @@ func TestPackRefusesStoreOfAnotherTokenizer(t *testing.T) {
 		t.Fatalf("error is not one line naming the tokenizer: %q", err)
 	}
 }
+
+// tinyDocs writes n one-word JSONL documents: a stream whose records, not
+// its sequences, fill a commit (2 tokens each with EOS: 128 sequences of
+// 512 would wait for 32,768 of them; of 2048, for 131,072).
+func tinyDocs(t *testing.T, n int) string {
+	t.Helper()
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "{\"id\":\"tiny-%d\",\"text\":\"word\"}\n", i)
+	}
+	path := filepath.Join(t.TempDir(), "tiny.jsonl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A commit is one Badger transaction, which holds about 100,000 entries;
+// a document is one. 120,000 documents of one word fill only 469 sequences
+// of 512 tokens, so with a commit every 1,000 sequences they all waited
+// for one commit, which Badger refused (ErrTxnTooBig) and the pack failed.
+func TestPackCommitsTinyDocumentsInBatchesBadgerHolds(t *testing.T) {
+	const n = 120_000
+	dir := t.TempDir()
+	cfg := packCfg(t, dir, tinyDocs(t, n))
+	cfg.CommitSequences = 1000
+	commits := 0
+	cfg.afterCommit = func(int) error { commits++; return nil }
+	res, err := Pack(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Docs != n || res.Rejects != 0 {
+		t.Fatalf("packed %d documents with %d rejects, want %d and none", res.Docs, res.Rejects, n)
+	}
+	if commits < n/maxBatchRecords {
+		t.Fatalf("%d commits for %d documents: a commit held more than %d", commits, n, maxBatchRecords)
+	}
+	st, err := store.Open(dir, nil, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := st.Stats().Docs; got != n {
+		t.Fatalf("store holds %d documents, want %d", got, n)
+	}
+	has, err := st.HasDocs([]string{"tiny-0", fmt.Sprintf("tiny-%d", n/2), fmt.Sprintf("tiny-%d", n-1)})
+	if err != nil || !has[0] || !has[1] || !has[2] {
+		t.Fatalf("first, middle and last documents in the store: %v (%v)", has, err)
+	}
+}

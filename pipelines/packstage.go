@@ -88,6 +88,56 @@ type packStage struct {
 	pending *keySet  // keys accepted but not yet committed, shared by all streams into st
 	mine    []string // this stage's keys in pending
 	batch   store.Batch
+	// recordBytes estimates what the batch's documents and rejects add to
+	// its commit transaction (see full).
+	recordBytes int
+}
+
+// MaxIDBytes bounds a document id: the id is a key of the store's document
+// index, and Badger refuses keys over 65,000 bytes, which failed the whole
+// commit (and, in a stream, every retry of it). Longer ids are rejected
+// (reason id_too_long). Real ids (names, URLs, hashes) are far shorter.
+const MaxIDBytes = 4096
+
+// A batch's commit is one Badger transaction, which holds at most about
+// 100,000 entries and 9.6 MB of keys and small values (15% of the 64 MB
+// memtable): a document or a reject is one entry. Without these bounds a
+// stream of tiny documents (a word each) gathered more than that before
+// its 128 sequences were full, and the commit failed. A batch is full at
+// the first of the bounds; the 64 records handled between two looks at
+// it stay far inside Badger's.
+const (
+	maxBatchRecords     = 32 << 10
+	maxBatchRecordBytes = 4 << 20
+)
+
+// recordOverhead is a document's or reject's share of its commit beyond
+// its strings: the key prefix, the JSON value's names and numbers, and
+// Badger's entry header.
+const recordOverhead = 96
+
+// full reports whether the batch should be committed now: maxSequences
+// sequences wait, or its documents and rejects near what one
+// transaction can hold.
+func (ps *packStage) full(maxSequences int) bool {
+	return len(ps.batch.Sequences) >= maxSequences || ps.records() >= maxBatchRecords || ps.recordBytes >= maxBatchRecordBytes
+}
+
+// records is the number of documents and rejects in the batch.
+func (ps *packStage) records() int { return len(ps.batch.Docs) + len(ps.batch.Rejects) }
+
+// shortKey keeps a rejected document's key printable in the store and in
+// dead-letter headers: ids over MaxIDBytes are cut (at a rune boundary)
+// and marked with their length.
+func shortKey(id string) string {
+	if len(id) <= MaxIDBytes {
+		return id
+	}
+	cut := 256
+	for cut > 0 && !utf8.RuneStart(id[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", id[:cut], len(id))
 }
 
 func newPackStage(st *store.Store, p *packing.Packer, pending *keySet) *packStage {
@@ -155,6 +205,8 @@ func (ps *packStage) checkAll(docs []ingest.Document) ([]verdict, error) {
 	for i := range docs {
 		d := &docs[i]
 		switch {
+		case len(d.ID) > MaxIDBytes:
+			out[i] = verdict{ingest.ReasonIDTooLong, fmt.Sprintf("id of %d bytes; at most %d", len(d.ID), MaxIDBytes)}
 		case len(bytes.TrimSpace(d.Text)) == 0:
 			out[i] = verdict{ingest.ReasonEmptyText, "no text after trimming whitespace"}
 		case !utf8.Valid(d.Text):
@@ -193,9 +245,11 @@ func (ps *packStage) checkAll(docs []ingest.Document) ([]verdict, error) {
 }
 
 func (ps *packStage) reject(r *ingest.Reject) {
+	key := shortKey(r.DocKey)
 	ps.batch.Rejects = append(ps.batch.Rejects, store.Reject{
-		Source: r.Source, Position: r.Position, DocKey: r.DocKey, Reason: r.Reason, Detail: r.Detail, Bytes: r.Bytes,
+		Source: r.Source, Position: r.Position, DocKey: key, Reason: r.Reason, Detail: r.Detail, Bytes: r.Bytes,
 	})
+	ps.recordBytes += len(r.Source) + len(r.Position) + len(key) + len(r.Reason) + len(r.Detail) + recordOverhead
 }
 
 // accept packs a checked document with its token ids.
@@ -204,6 +258,7 @@ func (ps *packStage) accept(d *ingest.Document, ids []uint32) {
 		Key: d.ID, Domain: d.Domain, Source: d.Source, Position: d.Position,
 		Tokens: len(ids), Bytes: len(d.Text), Time: d.Time,
 	})
+	ps.recordBytes += len(d.ID) + len(d.Domain) + len(d.Source) + len(d.Position) + recordOverhead
 	ps.batch.Sequences = append(ps.batch.Sequences, ps.packer.Add(packing.Doc{Key: d.ID, Domain: d.Domain, Tokens: ids})...)
 }
 
@@ -221,13 +276,13 @@ func (ps *packStage) commit(source string, state []byte) error {
 // releases the keys when it is done, and starts an empty batch.
 func (ps *packStage) detach() (store.Batch, []string) {
 	b, keys := ps.batch, ps.mine
-	ps.batch, ps.mine = store.Batch{}, nil
+	ps.batch, ps.mine, ps.recordBytes = store.Batch{}, nil, 0
 	return b, keys
 }
 
 // reset forgets the batch (committed or discarded) and releases its keys.
 func (ps *packStage) reset() {
-	ps.batch = store.Batch{}
+	ps.batch, ps.recordBytes = store.Batch{}, 0
 	ps.pending.release(ps.mine)
 	ps.mine = ps.mine[:0]
 }

@@ -39,6 +39,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&cfg.Partitions, "partitions", 4, "topic partitions")
 	f.IntVar(&cfg.Rounds, "rounds", 3, "ingest runs, alternating with tokenize-only passes (best and median of each)")
 	f.Float64Var(&cfg.LagRate, "lag-rate", 0, "records/s of the paced lag phase (default: half the measured rate)")
+	f.IntVar(&cfg.Warmup, "warmup", 0, "untimed runs of the data path before the rounds (a just-started broker is still compiling its code)")
 	f.IntVar(&cfg.LagSeconds, "lag-seconds", 20, "length of the paced lag phase")
 	f.IntVar(&cfg.Copies, "copies", 1, "repeat the data this many times (fresh ids)")
 	f.IntVar(&cfg.SplitBytes, "split-bytes", 0, "cut each text into documents of about this many bytes (short records: per-record costs)")

@@ -89,6 +89,10 @@ BAD_JSONL = [
      "invalid UTF-8 with U+FFFD, so the packer must check utf8.Valid on the raw line"),
     (rec("good-1", "A different text that reuses the id good-1; the first occurrence wins.",
          "legal"), "good-1 (again)", "rejected: duplicate id (first occurrence, line 1, is kept)"),
+    (rec("i" * 4097, "A fine text whose id is one byte over the limit.", "legal"),
+     "iii… (4097 bytes)",
+     "rejected: id too long (over 4096 bytes; Badger refuses keys over 65,000, "
+     "which failed the whole commit)"),
     (rec("good-3", GOOD_3, "legal"), "good-3",
      "packed (last line has NO trailing newline: must still be read)"),
 ]
@@ -170,12 +174,12 @@ committed: tests generate them on the fly.
 
 | file | expected treatment |
 |---|---|
-| `bad.jsonl` | line by line, see the table below: **3 documents packed** (`good-1`, `good-2`, `good-3`), **7 lines rejected**, each with its reason; the file as a whole is not fatal |
+| `bad.jsonl` | line by line, see the table below: **3 documents packed** (`good-1`, `good-2`, `good-3`), **8 lines rejected**, each with its reason; the file as a whole is not fatal |
 | `binary.txt` | **rejected: binary** (4 KiB: a valid ELF64 x86-64 header + program header, then pseudo-random bytes; contains NUL bytes and is not UTF-8) |
 | `invalid_utf8.txt` | **rejected: invalid UTF-8** (Latin-1 `\\xe9`, `\\xff\\xfe`, bad continuation `\\xc3\\x28`, overlong `\\xc0\\xaf`, surrogate `\\xed\\xa0\\x80`, truncated `\\xe2\\x82`; no NUL bytes, mostly ASCII, so a binary sniffer alone does not catch it) |
-| `truncated.jsonl.gz` | **rejected: truncated/corrupt compressed stream** (gzip cut at 60% of its bytes: no trailer, decoder reports unexpected EOF). The file must be reported as failed, never silently packed as if complete; ids are `tgz-01`..`tgz-20` so tests can tell whether any partial records leaked |
+| `truncated.jsonl.gz` | **rejected: `decompress_error`** (gzip cut at 60% of its bytes: no trailer, decoder reports unexpected EOF). emopipe keeps whole records decoded before the break and records one reject for the rest of the file, so nothing is silently treated as complete; ids are `tgz-01`..`tgz-20` so tests can see which records were recovered (with this file: none, the break comes inside the first deflate block) |
 | `truncated.jsonl.zst` | **rejected: truncated/corrupt compressed stream** (zstd frame cut at 60%: unexpected EOF); ids `tzst-01`..`tzst-20` |
-| `empty.txt` | **no document** (empty file; skipped with reason "empty", not a fatal error) |
+| `empty.txt` | **rejected: `empty_text`** (an empty plain-text document; not a fatal error) |
 | `empty.jsonl` | **no document** (zero lines; skipped with reason "empty", not a fatal error) |
 | `good.txt` | **packed**: one document, valid UTF-8 with non-ASCII characters |
 | `good.jsonl.gz` | **packed**: 20 documents `gz-01`..`gz-20` (domain `scripture`) |
@@ -183,13 +187,13 @@ committed: tests generate them on the fly.
 | `nested/ok.txt` | **packed**: one document (checks recursion into sub-directories) |
 
 Packing the whole directory `testdata/bad/` should therefore yield
-3 + 1 + 20 + 20 + 1 = **45 documents** and report the rejected inputs
-above (7 JSONL lines, `binary.txt`, `invalid_utf8.txt`, the two truncated
-streams) with their reasons; the two empty files produce nothing.
+3 + 1 + 20 + 20 + 1 = **45 documents** plus this README (a text file like any other) and report the rejected inputs
+above (8 JSONL lines, `binary.txt`, `invalid_utf8.txt`, the two truncated
+streams) with their reasons; `empty.txt` is rejected as empty text and `empty.jsonl` holds no record. The exact expectations are asserted in pipelines/bad_input_test.go.
 
 ## `bad.jsonl`, line by line
 
-The file has 10 lines and deliberately **no newline after the last one**.
+The file has 11 lines and deliberately **no newline after the last one**.
 
 | line | id | expected treatment |
 |---|---|---|

@@ -31,6 +31,7 @@
 #
 # env: KAFKA_VERSION (default 4.4.0; 3.9.x also works), KAFKA_HOME (jar cache, default
 #      ~/.cache/emopipe/kafka-$KAFKA_VERSION), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g),
+#      KAFKA_JVM_OPTS (more JVM options, e.g. -XX:TieredStopAtLevel=1 for benchmarks),
 #      KAFKA_LOG_LEVEL (root log level, default WARN), MVN (default mvn).
 #
 # Prints KAFKA_BROKERS=127.0.0.1:PORT on stdout once the broker serves requests (and
@@ -323,6 +324,7 @@ EOF
   # shellcheck disable=SC2086
   setsid "$JAVA" ${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g} \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    ${KAFKA_JVM_OPTS:-} \
     -Dlog4j2.configurationFile="$SCRIPT_DIR/log4j2.xml" \
     -Dkafka.logs.dir="$dir" \
     -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \

@@ -20,9 +20,11 @@ dir=$(mktemp -d)
 scripts/kafka/kafka.sh install >&2
 brokers=$(scripts/kafka/kafka.sh start --port 0 --dir "$dir" --partitions 4 | sed -n 's/^KAFKA_BROKERS=//p')
 trap 'scripts/kafka/kafka.sh stop --dir "$dir" >/dev/null 2>&1; rm -rf "$dir"' EXIT
-bin/emopipe bench ingest --brokers "$brokers" --rounds 6 "$CORPUS"/*.jsonl
+# The broker was just started: its JIT compiles for minutes, on the same
+# cores. Warm-up runs of the data path let it settle first.
+bin/emopipe bench ingest --brokers "$brokers" --rounds 6 --warmup 12 "$CORPUS"/*.jsonl
 echo "### Short documents (about 300 bytes): per-record costs"
-bin/emopipe bench ingest --brokers "$brokers" --rounds 3 --lag-seconds 5 --split-bytes 300 "$CORPUS"/*.jsonl
+bin/emopipe bench ingest --brokers "$brokers" --rounds 3 --warmup 2 --lag-seconds 5 --split-bytes 300 "$CORPUS"/*.jsonl
 
 if [ -x scripts/bench_train/bench.sh ]; then
   echo "## Trainer"

@@ -17,4 +17,7 @@ var (
 	ErrCaughtUp = errors.New("reader has caught up with the store")
 	// ErrNoStore: the directory holds no emopipe store.
 	ErrNoStore = errors.New("no emopipe store")
+	// ErrDiskFull: the store's file system has less free space than
+	// Options.MinFree; nothing was written.
+	ErrDiskFull = errors.New("disk almost full")
 )

@@ -143,7 +143,19 @@ type Options struct {
 	// loses nothing committed; only an OS crash can. Call Sync at
 	// checkpoints instead.
 	SyncWrites bool
+	// MinFree is the free space, in bytes, on the store's file system
+	// below which writes are refused (ErrDiskFull). Badger writes its files
+	// through memory maps, and a write that finds the disk full is a
+	// SIGBUS: the process dies with a fault, not an error. Zero means
+	// $EMOPIPE_STORE_MIN_FREE_MB if set, else DefaultMinFree; negative
+	// turns the check off.
+	MinFree int64
 }
+
+// DefaultMinFree covers what Badger may write beyond a commit's own
+// bytes before the next check: the rest of a memtable's write-ahead log
+// (up to 128 MB) and its flush to a table.
+const DefaultMinFree = 256 << 20
 
 // Store is an open store. Its methods are safe for concurrent use; one
 // process owns the directory.
@@ -213,6 +225,17 @@ func Open(dir string, hdr *Header, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open %s: %w", dir, ErrLocked)
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	if opts.MinFree == 0 {
+		opts.MinFree = DefaultMinFree
+		if v := os.Getenv("EMOPIPE_STORE_MIN_FREE_MB"); v != "" {
+			mb, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				db.Close()
+				return nil, fmt.Errorf("EMOPIPE_STORE_MIN_FREE_MB=%q: want a whole number of MiB (0 or less: no check)", v)
+			}
+			opts.MinFree = max(min(mb, 1<<42)<<20, -1)
+		}
 	}
 	s := &Store{db: db, dir: dir, opts: opts, notify: make(chan struct{})}
 	if err := s.load(hdr); err != nil {
@@ -482,6 +505,9 @@ func (s *Store) write(e *encoded, b *Batch, raw *rawOps) (first uint64, err erro
 	if s.opts.ReadOnly {
 		return 0, errors.New("store: commit on a read-only store")
 	}
+	if err := s.checkRoom(); err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	first = s.next
@@ -553,6 +579,21 @@ func (s *Store) write(e *encoded, b *Batch, raw *rawOps) (first uint64, err erro
 		s.notify = make(chan struct{})
 	}
 	return first, nil
+}
+
+// checkRoom refuses a write when the store's file system is nearly full
+// (see Options.MinFree): then the caller stops with an error and resumes
+// from its last commit once there is room, instead of dying mid-write.
+func (s *Store) checkRoom() error {
+	if s.opts.InMemory || s.opts.MinFree <= 0 {
+		return nil
+	}
+	free, ok := freeBytes(s.dir)
+	if !ok || free >= s.opts.MinFree {
+		return nil
+	}
+	return fmt.Errorf("store %s: %w: %d MiB free, writes stop below %d MiB (EMOPIPE_STORE_MIN_FREE_MB); free some space and run again to resume",
+		s.dir, ErrDiskFull, free>>20, s.opts.MinFree>>20)
 }
 
 func (s *Store) cloneStatsLocked() Stats {

@@ -199,6 +199,10 @@ func (in *Ingester) Run(ctx context.Context) error {
 	in.tokens.pretokenized = in.cfg.pretokenized
 	defer in.tokens.close() // after the group's close has stopped the partition workers
 	in.m.Set("emopipe_ingest_tokenizer_workers", float64(in.tokens.workers))
+	in.lastIn.Store(time.Now().UnixNano())
+	if err := in.waitForTopic(ctx); err != nil {
+		return err
+	}
 	group, err := ingest.JoinGroup(&in.cfg.Kafka)
 	if err != nil {
 		return err
@@ -251,6 +255,12 @@ func (in *Ingester) Run(ctx context.Context) error {
 			owned[a.Partition] = true
 			parts = append(parts, strconv.Itoa(a.Partition))
 		}
+		if len(gen.Partitions) == 0 && in.topicGone(ctx) {
+			// kafka-go ends such generations at once: they came hundreds
+			// a second, with nothing to say why.
+			cancel(fmt.Errorf("ingest: topic %s no longer exists on %s (deleted while it was read?)", in.cfg.Kafka.Topic, strings.Join(in.cfg.Kafka.Brokers, ",")))
+			break
+		}
 		in.logf("generation %d: member %s owns partitions [%s]", gen.ID, gen.MemberID, strings.Join(parts, " "))
 		in.lastIn.Store(time.Now().UnixNano()) // idleness counts from the assignment, not the join
 		if err := in.flushOrphanTails(owned); err != nil {
@@ -272,6 +282,41 @@ func (in *Ingester) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// waitForTopic returns once the topic exists, or the broker cannot say
+// (then the group's join retries and reports). Joining a group for a topic
+// that does not exist, on a cluster that does not create topics on
+// demand, gave generations without partitions, hundreds a second, and no
+// word of why; now the ingester says it is waiting, and with --idle-exit
+// gives up with an error.
+func (in *Ingester) waitForTopic(ctx context.Context) error {
+	var logged time.Time
+	for ctx.Err() == nil {
+		if !in.topicGone(ctx) {
+			return nil
+		}
+		where := fmt.Sprintf("topic %s does not exist on %s", in.cfg.Kafka.Topic, strings.Join(in.cfg.Kafka.Brokers, ","))
+		idle := time.Since(time.Unix(0, in.lastIn.Load()))
+		if in.cfg.IdleExit > 0 && idle > in.cfg.IdleExit {
+			return fmt.Errorf("ingest: %s (waited %s; create it, e.g. emopipe produce --partitions N, or check --topic)", where, idle.Round(time.Second))
+		}
+		if time.Since(logged) >= time.Minute {
+			in.logf("%s: waiting for it to be created", where)
+			logged = time.Now()
+		}
+		sleepCtx(ctx, time.Second)
+	}
+	return nil
+}
+
+// topicGone reports whether the broker says the topic does not exist (not
+// whether it cannot be asked).
+func (in *Ingester) topicGone(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := in.cfg.Kafka.Partitions(ctx)
+	return errors.Is(err, ingest.ErrNoTopic)
 }
 
 func (in *Ingester) progressLine() string {

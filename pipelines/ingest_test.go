@@ -4,8 +4,11 @@ import (
 	"context"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/emopipe/emopipe/ingest"
 	"github.com/emopipe/emopipe/internal/kafkatest"
@@ -253,5 +256,91 @@ func TestIngestCommitsTinyDocumentsInBatchesBadgerHolds(t *testing.T) {
 	defer st.Close()
 	if got := st.Stats().Docs; got != n {
 		t.Fatalf("store holds %d documents, want %d", got, n)
+	}
+}
+
+// countingLog is testLog that also counts the lines holding a word.
+type countingLog struct {
+	t    *testing.T
+	word string
+	n    atomic.Int64
+}
+
+func (l *countingLog) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), l.word) {
+		l.n.Add(1)
+	}
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// On a cluster that does not create topics on demand, joining the group of
+// a missing topic gave generations without partitions, hundreds a second,
+// and no word of why (the ingester never went idle either). Now: a topic
+// that never comes is an error naming it once --idle-exit has passed; one
+// created after the ingester started is waited for and read; one deleted
+// while it is read stops the ingester with an error.
+func TestIngestWaitsForItsTopicAndReportsAMissingOne(t *testing.T) {
+	if !kafkatest.Available() {
+		t.Skip("needs a real broker: EMOPIPE_KAFKA=1")
+	}
+	brokers := kafkatest.StartWith(t, "auto.create.topics.enable=false").Brokers()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	cfg := ingestCfg(t, brokers, "never", t.TempDir())
+	cfg.IdleExit = 2 * time.Second
+	gens := &countingLog{t: t, word: "generation"}
+	cfg.Log = gens
+	err := Ingest(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), "topic never does not exist") {
+		t.Fatalf("ingest of a topic that does not exist: %v", err)
+	}
+	if gens.n.Load() != 0 {
+		t.Fatalf("%d generations joined for a topic that does not exist", gens.n.Load())
+	}
+
+	produced := make(chan error, 1)
+	go func() {
+		time.Sleep(2 * time.Second)
+		kc := ingest.DefaultKafkaConfig()
+		kc.Brokers, kc.Topic = brokers, "later"
+		_, err := Produce(ctx, ProduceConfig{Kafka: kc, Inputs: []string{sampleCorpus}, Partitions: 2, Compression: "lz4"})
+		produced <- err
+	}()
+	dir := t.TempDir()
+	cfg = ingestCfg(t, brokers, "later", dir)
+	cfg.IdleExit = 6 * time.Second
+	if err := Ingest(ctx, cfg); err != nil {
+		t.Fatalf("ingest of a topic created after it started: %v", err)
+	}
+	if err := <-produced; err != nil {
+		t.Fatal(err)
+	}
+	checkSampleIngested(t, dir)
+
+	produceFiles(t, brokers, "gone", 2, sampleCorpus)
+	cfg = ingestCfg(t, brokers, "gone", t.TempDir())
+	cfg.IdleExit = 0 // until the topic goes
+	done := make(chan error, 1)
+	go func() { done <- Ingest(ctx, cfg) }()
+	for cfg.Metrics.Sum("emopipe_ingest_documents_total") < float64(len(readSample(t))) {
+		select {
+		case err := <-done:
+			t.Fatalf("ingest ended before reading the topic: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	if _, err := cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{"gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "topic gone no longer exists") {
+			t.Fatalf("ingest after its topic was deleted: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("ingest still running a minute after its topic was deleted")
 	}
 }

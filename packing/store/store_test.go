@@ -377,3 +377,51 @@ func TestAppendDocJSON(t *testing.T) {
 		}
 	}
 }
+
+// Stats count at most MaxDomainStats domains one by one, the rest
+// together, and which ones is the same in every store built alike.
+func TestStatsBoundTheDomainsTheyCount(t *testing.T) {
+	const n = MaxDomainStats + 500
+	build := func() (Stats, string) {
+		h := testHeader()
+		st, err := Open(t.TempDir(), &h, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		for c := 0; c < 3; c++ { // over several commits
+			var b Batch
+			for i := c; i < n; i += 3 {
+				key := fmt.Sprintf("doc-%d", i)
+				b.Sequences = append(b.Sequences, seq(key, 5, 6, 7, 1))
+				b.Docs = append(b.Docs, DocRecord{Key: key, Domain: fmt.Sprintf("domain-%05d", i), Tokens: 3, Bytes: 10})
+			}
+			if _, err := st.Commit(&b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := st.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Stats(), d
+	}
+	s1, d1 := build()
+	if len(s1.Domains) != MaxDomainStats+1 {
+		t.Fatalf("%d domain entries, want %d and %q", len(s1.Domains), MaxDomainStats, OtherDomains)
+	}
+	var docs uint64
+	for _, ds := range s1.Domains {
+		docs += ds.Docs
+	}
+	if docs != n || s1.Docs != n {
+		t.Fatalf("domains count %d documents (store %d), want %d", docs, s1.Docs, n)
+	}
+	if o := s1.Domains[OtherDomains]; o == nil || o.Docs == 0 {
+		t.Fatalf("no documents under %q", OtherDomains)
+	}
+	s2, d2 := build()
+	if !reflect.DeepEqual(s1, s2) || d1 != d2 {
+		t.Fatal("two stores built alike differ in which domains they count")
+	}
+}

@@ -351,7 +351,13 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64) (*Partitio
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: c.Brokers, Topic: c.Topic, Partition: partition, Dialer: c.Dialer(),
 		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
-		QueueCapacity:  4096, // read ahead while the previous batch is tokenised
+		// Read ahead while the previous records are tokenized. kafka-go
+		// counts records, not bytes: 4096 records of 900 KB held 360 MB for
+		// one partition (the ingester's RSS 1.7 GB with the fetches
+		// unbounded in bytes, 0.94 GB bounded, 0.67 GB with 64 here). 64
+		// and 4096 gave the same throughput on 330-byte and 7 KB records
+		// within this machine's noise.
+		QueueCapacity:  64,
 		ReadBackoffMin: 100 * time.Millisecond, ReadBackoffMax: 2 * time.Second,
 		MaxAttempts: 1 << 30, // a restarting broker is waited for, not given up on
 	})
@@ -362,12 +368,13 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64) (*Partitio
 	return &PartitionReader{r: r, partition: partition}, nil
 }
 
-// Fetch returns up to max records, waiting at most wait for the first.
-// After the first it takes only what arrives without a pause (gaps under
-// 10 to 20 ms), so a busy partition is handed on in large batches and an
-// idle one costs no latency. An empty result with a nil error means the
-// partition is idle.
-func (p *PartitionReader) Fetch(ctx context.Context, max int, wait time.Duration) ([]Record, error) {
+// Fetch returns up to max records, and stops after the record that
+// brings their values to maxBytes (0: no bound), waiting at most wait for
+// the first. After the first it takes only what arrives without a pause
+// (gaps under 10 to 20 ms), so a busy partition is handed on in large
+// batches and an idle one costs no latency. An empty result with a nil
+// error means the partition is idle.
+func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait time.Duration) ([]Record, error) {
 	const gap = 10 * time.Millisecond
 	var out []Record
 	// One context and timer per fetch: a context per record was a timer
@@ -378,7 +385,8 @@ func (p *PartitionReader) Fetch(ctx context.Context, max int, wait time.Duration
 	timer := time.AfterFunc(wait, stop)
 	defer timer.Stop()
 	var deadline time.Time
-	for len(out) < max {
+	size := 0
+	for len(out) < max && (maxBytes <= 0 || size < maxBytes) {
 		if len(out) > 0 {
 			if now := time.Now(); len(out) == 1 || deadline.Sub(now) < gap {
 				deadline = now.Add(2 * gap)
@@ -403,6 +411,7 @@ func (p *PartitionReader) Fetch(ctx context.Context, max int, wait time.Duration
 			}
 		}
 		out = append(out, rec)
+		size += len(m.Value)
 	}
 	return out, nil
 }

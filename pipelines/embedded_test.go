@@ -40,7 +40,7 @@ func TestEmbeddedStreamIsCompleteAndRepeatable(t *testing.T) {
 				t.Fatal(err)
 			}
 			for empty := 0; empty < 3; {
-				recs, err := r.Fetch(ctx, 1000, 300*time.Millisecond)
+				recs, err := r.Fetch(ctx, 1000, 0, 300*time.Millisecond)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -108,7 +108,7 @@ func TestIngestDeadLetterTopic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs, err := r.Fetch(context.Background(), 100, 3*time.Second)
+		recs, err := r.Fetch(context.Background(), 100, 0, 3*time.Second)
 		r.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -342,5 +342,59 @@ func TestIngestWaitsForItsTopicAndReportsAMissingOne(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("ingest still running a minute after its topic was deleted")
+	}
+}
+
+// A fetch stops after the record that brings its values to the byte
+// bound, and a fetch is handled in parts of 64 records or fewer that hold
+// handleBytes: without the bounds, 2000 records of 900 KB were fetched and
+// handled at once (1.7 GB of memory for one partition).
+func TestFetchAndPartsAreBoundedInBytes(t *testing.T) {
+	brokers := kafkatest.Fake(t, 1, "big")
+	kc := ingest.DefaultKafkaConfig()
+	kc.Brokers, kc.Topic = brokers, "big"
+	p, err := kc.NewProducer("big", "none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := make([][]byte, 20)
+	for i := range values {
+		values[i] = []byte(strings.Repeat("x", 100_000))
+	}
+	if err := p.Write(context.Background(), nil, values); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	r, err := kc.NewPartitionReader(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	recs, err := r.Fetch(context.Background(), 1000, 250_000, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 {
+		t.Fatalf("a fetch bounded at 250,000 bytes took %d records of 100,000", len(recs))
+	}
+
+	var parts []int
+	big := make([]ingest.Record, 70)
+	for i := range big {
+		big[i].Value = make([]byte, handleBytes/4)
+	}
+	small := make([]ingest.Record, 70)
+	for _, recs := range [][]ingest.Record{big, small} {
+		for i := 0; i < len(recs); {
+			j := partEnd(recs, i)
+			parts = append(parts, j-i)
+			i = j
+		}
+	}
+	if want := []int{4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 2, 64, 6}; !reflect.DeepEqual(parts, want) {
+		t.Fatalf("parts %v, want %v", parts, want)
+	}
+	if partEnd(nil, 0) != 0 {
+		t.Fatal("an empty fetch is not one empty part")
 	}
 }

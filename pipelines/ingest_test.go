@@ -14,7 +14,6 @@ import (
 	"github.com/emopipe/emopipe/internal/kafkatest"
 	"github.com/emopipe/emopipe/internal/storecheck"
 	"github.com/emopipe/emopipe/packing"
-	"github.com/emopipe/emopipe/packing/store"
 )
 
 func ingestCfg(t *testing.T, brokers []string, topic, dir string) IngestConfig {
@@ -249,14 +248,7 @@ func TestIngestCommitsTinyDocumentsInBatchesBadgerHolds(t *testing.T) {
 	if err := Ingest(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(dir, nil, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if got := st.Stats().Docs; got != n {
-		t.Fatalf("store holds %d documents, want %d", got, n)
-	}
+	openHolding(t, dir, n)
 }
 
 // countingLog is testLog that also counts the lines holding a word.

@@ -294,16 +294,24 @@ func TestPackCommitsTinyDocumentsInBatchesBadgerHolds(t *testing.T) {
 	if commits < n/maxBatchRecords {
 		t.Fatalf("%d commits for %d documents: a commit held more than %d", commits, n, maxBatchRecords)
 	}
-	st, err := store.Open(dir, nil, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if got := st.Stats().Docs; got != n {
-		t.Fatalf("store holds %d documents, want %d", got, n)
-	}
+	st := openHolding(t, dir, n)
 	has, err := st.HasDocs([]string{"tiny-0", fmt.Sprintf("tiny-%d", n/2), fmt.Sprintf("tiny-%d", n-1)})
 	if err != nil || !has[0] || !has[1] || !has[2] {
 		t.Fatalf("first, middle and last documents in the store: %v (%v)", has, err)
 	}
+}
+
+// openHolding opens the store in dir for reading until t ends, and checks
+// that it holds n documents.
+func openHolding(t *testing.T, dir string, n int) *store.Store {
+	t.Helper()
+	st, err := store.Open(dir, nil, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if got := st.Stats().Docs; got != uint64(n) {
+		t.Fatalf("store holds %d documents, want %d", got, n)
+	}
+	return st
 }

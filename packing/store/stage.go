@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/y"
 
 	"github.com/emopipe/emopipe/packing"
 )
@@ -117,12 +119,21 @@ func withRef(txn *badger.Txn, ref []byte, fn func(enc []byte) error) error {
 
 // decodeSeqItem decodes a sequence item, following a reference.
 func decodeSeqItem(txn *badger.Txn, it *badger.Item, seq *packing.Sequence) error {
-	return it.Value(func(v []byte) error {
+	return damaged(it.Value(func(v []byte) error {
 		if len(v) > 0 && v[0] == refFormat {
 			return withRef(txn, v, seq.UnmarshalBinary)
 		}
 		return seq.UnmarshalBinary(v)
-	})
+	}))
+}
+
+// damaged words Badger's checksum failure (its errors keep only the text
+// of the cause) as packing.ErrCorrupt.
+func damaged(err error) error {
+	if err != nil && strings.Contains(err.Error(), y.ErrChecksumMismatch.Error()) {
+		return fmt.Errorf("%w: its bytes in the value log fail their checksum (the store's files were damaged on disk)", packing.ErrCorrupt)
+	}
+	return err
 }
 
 // Sequences is the number of sequences the batch adds.

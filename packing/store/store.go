@@ -220,7 +220,11 @@ func Open(dir string, hdr *Header, opts Options) (*Store, error) {
 		// Writes are serialized by s.mu (and other processes by Badger's
 		// directory lock), so transactions never conflict; tracking their
 		// keys for conflicts cost a map insert per key, one per document.
-		WithDetectConflicts(false)
+		WithDetectConflicts(false).
+		// Badger checks a value's CRC on read only when asked: without it,
+		// 4 KB of random bytes written into a value log made a sequence
+		// read back with token ids in the billions, and no error.
+		WithVerifyValueChecksum(true)
 	if opts.InMemory {
 		bo = bo.WithDir("").WithValueDir("")
 	}

@@ -2,6 +2,10 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -76,5 +80,69 @@ func TestMinFreeFromEnvironment(t *testing.T) {
 		if errors.Is(err, ErrDiskFull) != c.refused {
 			t.Errorf("EMOPIPE_STORE_MIN_FREE_MB=%s: commit gave %v", c.env, err)
 		}
+	}
+}
+
+// Bytes damaged in the value log make the sequences they hold an error
+// (packing.ErrCorrupt), never different tokens: Badger checks a value's
+// checksum on read only when asked, and without it random bytes came back
+// as token ids in the billions.
+func TestDamagedValueLogIsAnErrorNotOtherTokens(t *testing.T) {
+	dir := t.TempDir()
+	h := testHeader()
+	h.SeqLen = 512 // 2 KB a sequence: over the value threshold, in the value log
+	st, err := Open(dir, &h, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b Batch
+	for i := range 200 {
+		toks := make([]uint32, 512)
+		for j := range toks {
+			toks[j] = uint32(i*7 + j%50)
+		}
+		b.Sequences = append(b.Sequences, seq(fmt.Sprint(i), toks...))
+	}
+	if _, err := st.Commit(&b); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if len(logs) != 1 {
+		t.Fatalf("value logs %v", logs)
+	}
+	f, err := os.OpenFile(logs[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 64)
+	for i := range junk {
+		junk[i] = byte(i*37 + 11)
+	}
+	if _, err := f.WriteAt(junk, 100*2100); err != nil { // inside sequence ~100
+		t.Fatal(err)
+	}
+	f.Close()
+
+	st, err = Open(dir, nil, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	damaged := 0
+	for i := range b.Sequences {
+		got, err := st.Sequence(uint64(i))
+		switch {
+		case errors.Is(err, packing.ErrCorrupt):
+			damaged++
+		case err != nil:
+			t.Fatalf("sequence %d: %v, want packing.ErrCorrupt", i, err)
+		case !reflect.DeepEqual(got, b.Sequences[i]):
+			t.Fatalf("sequence %d read back with other tokens and no error", i)
+		}
+	}
+	if damaged == 0 {
+		t.Fatal("no sequence reported damaged")
 	}
 }

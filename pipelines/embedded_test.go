@@ -35,7 +35,7 @@ func TestEmbeddedStreamIsCompleteAndRepeatable(t *testing.T) {
 		kc.Brokers, kc.Topic = e.Brokers(), e.Topic()
 		where := map[string]string{}
 		for p := range 3 {
-			r, err := kc.NewPartitionReader(p, 0)
+			r, err := kc.NewPartitionReader(p, 0, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

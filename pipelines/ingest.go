@@ -49,7 +49,9 @@ type IngestConfig struct {
 	// time, or fewer that hold 2 MiB, each part followed by a commit if one
 	// is due. Without the byte bounds a fetch of 2000 records of 900 KB
 	// held 1.8 GB, and its text, ids and sequences at once: 1.7 GB of
-	// memory for one partition of a 370 MB topic.
+	// memory for one partition of a 370 MB topic. A member owning more
+	// than 4 partitions divides 32 MiB of fetches among them, at most
+	// FetchMaxBytes each (shareReadAhead).
 	FetchMax      int
 	FetchMaxBytes int
 	// IdleExit stops the ingester once no record has arrived for this long
@@ -398,7 +400,8 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 	if a.Committed > start {
 		start = a.Committed
 	}
-	reader, err := kc.NewPartitionReader(a.Partition, start)
+	ra := shareReadAhead(len(gen.Partitions), in.cfg.FetchMaxBytes)
+	reader, err := kc.NewPartitionReader(a.Partition, start, ra.queue)
 	if err != nil {
 		return err
 	}
@@ -448,7 +451,7 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 				return err
 			}
 		}
-		recs, ferr := reader.Fetch(both, in.cfg.FetchMax, in.cfg.FetchMaxBytes, 200*time.Millisecond)
+		recs, ferr := reader.Fetch(both, in.cfg.FetchMax, ra.fetchBytes, 200*time.Millisecond)
 		// A commit that ended refused ends the partition's work at once,
 		// also when no record follows it (a fetch waits 200 ms at most).
 		if landed, err := w.poll(); err != nil || !landed {
@@ -466,11 +469,11 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 		// A short fetch means the partition is (nearly) caught up: commit
 		// now rather than at the interval, so a quiet stream's records are
 		// final within one fetch.
-		caughtUp := len(recs) < in.cfg.FetchMax && valueBytes(recs) < in.cfg.FetchMaxBytes
+		caughtUp := len(recs) < in.cfg.FetchMax && valueBytes(recs) < ra.fetchBytes
 		// A fetch is handled in parts, so that a due commit starts early
 		// and runs while the rest is tokenized, and the last is small.
 		for i, last := 0, false; !last; {
-			j := partEnd(recs, i) // an empty fetch is one empty part
+			j := partEnd(recs, i, ra.partBytes) // an empty fetch is one empty part
 			if err := w.handle(recs[i:j]); err != nil {
 				in.busy.Add(-1)
 				return err
@@ -650,11 +653,45 @@ const handleRecords = 64
 // sequences of 64 records of 900 KB are a few hundred MB.
 const handleBytes = 2 << 20
 
+// A partition's records wait in memory in three places: kafka-go's queue
+// (up to ingest.DefaultReadAhead records), a fetch (IngestConfig.
+// FetchMaxBytes) and the part being handled (handleBytes). Those bounds
+// are per partition, and every partition a member owns fills them at
+// once while they wait for the shared tokenizer: with 32 partitions of
+// 780 KB records the ingester held 450 MB of record values and its RSS
+// reached 2.0 GB. A member owning more than a few partitions divides
+// these totals among them instead, down to the floors.
+const (
+	readAheadRecords    = 256      // kafka-go's queues, records
+	readAheadFetchBytes = 32 << 20 // fetches
+	readAheadPartBytes  = 8 << 20  // parts being handled
+	minReadAhead        = 4
+	minFetchBytes       = 1 << 20
+	minPartBytes        = 256 << 10
+)
+
+// readAhead is one partition's share of those bounds.
+type readAhead struct{ queue, fetchBytes, partBytes int }
+
+// shareReadAhead is the share of each of owned partitions. Up to 4
+// partitions each gets the per-partition bounds (fetchMaxBytes among
+// them) as they are.
+func shareReadAhead(owned, fetchMaxBytes int) readAhead {
+	n := max(owned, 1)
+	return readAhead{
+		queue:      clamp(readAheadRecords/n, minReadAhead, ingest.DefaultReadAhead),
+		fetchBytes: clamp(readAheadFetchBytes/n, min(minFetchBytes, fetchMaxBytes), fetchMaxBytes),
+		partBytes:  clamp(readAheadPartBytes/n, minPartBytes, handleBytes),
+	}
+}
+
+func clamp(v, lo, hi int) int { return max(lo, min(v, hi)) }
+
 // partEnd is the end of the part of recs that starts at i: handleRecords
-// records, or fewer whose values reach handleBytes (at least one).
-func partEnd(recs []ingest.Record, i int) int {
+// records, or fewer whose values reach maxBytes (at least one).
+func partEnd(recs []ingest.Record, i, maxBytes int) int {
 	j, size := i, 0
-	for j < len(recs) && j-i < handleRecords && (j == i || size < handleBytes) {
+	for j < len(recs) && j-i < handleRecords && (j == i || size < maxBytes) {
 		size += len(recs[j].Value)
 		j++
 	}

@@ -3,7 +3,9 @@ package pipelines
 import (
 	"context"
 	"reflect"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,7 +105,7 @@ func TestIngestDeadLetterTopic(t *testing.T) {
 	}
 	got := map[string]int{}
 	for _, p := range parts {
-		r, err := dlq.NewPartitionReader(p, -2)
+		r, err := dlq.NewPartitionReader(p, -2, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,6 +339,120 @@ func TestIngestWaitsForItsTopicAndReportsAMissingOne(t *testing.T) {
 	}
 }
 
+// Every partition a member owns fills its read-ahead at once while the
+// tokenizer is busy with the others: with kafka-go reading 64 records
+// ahead in each, 32 partitions of 780 KB records held 450 MB of record
+// values. A member owning many partitions now shares the bounds among
+// them (shareReadAhead). Here each of 32 partitions stalls after its first
+// fetch (the throttle), kafka-go reads ahead as far as it may, and the
+// heap that the stall added is measured.
+func TestManyPartitionsShareTheReadAhead(t *testing.T) {
+	const parts, perPart, size = 32, 72, 50_000
+	brokers := kafkatest.Fake(t, parts, "wide")
+	kc := ingest.DefaultKafkaConfig()
+	kc.Brokers, kc.Topic = brokers, "wide"
+	// Compressed, so that kfake holds little, and one record per batch
+	// in each partition: kafka-go decompresses a batch whole, and holds
+	// it besides its queue.
+	p, err := kc.NewProducer("wide", "lz4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := make([][]byte, parts) // round robin: one each
+	for i := range values {
+		values[i] = []byte(strings.Repeat("x", size)) // rejects: nothing to tokenize
+	}
+	for range perPart {
+		if err := p.Write(context.Background(), nil, values); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close()
+
+	cfg := ingestCfg(t, brokers, "wide", t.TempDir())
+	cfg.FetchMaxBytes = 4 * size // the fetches take little: what stays is read ahead
+	heap := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	var (
+		mu       sync.Mutex
+		baseline int64
+		passed   int
+		blocked  = make(chan struct{}, parts)
+		release  = make(chan struct{})
+	)
+	cfg.Throttle = func(ctx context.Context) error {
+		mu.Lock()
+		if passed == 0 {
+			baseline = heap() // the store and tokenizer open, no reader started yet
+		}
+		if passed < parts {
+			passed++
+			mu.Unlock()
+			return nil
+		}
+		mu.Unlock()
+		blocked <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Ingest(ctx, cfg) }()
+	for range parts { // every partition is stalled, after one fetch at least
+		select {
+		case <-blocked:
+		case err := <-done:
+			t.Fatalf("ingest ended before every partition was stalled: %v", err)
+		case <-time.After(time.Minute):
+			t.Fatal("partitions not stalled after a minute")
+		}
+	}
+	var held int64
+	for last := int64(-1); ; last = held { // until kafka-go has read all it may
+		time.Sleep(300 * time.Millisecond)
+		if held = heap() - baseline; held <= last+size {
+			break
+		}
+	}
+	close(release)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Each partition's queue holds its share of the records and kafka-go
+	// one more; the rest (a part, buffers) is a few MB. Unshared (64
+	// records per partition) the stall held 123 MB here, shared 20 MB.
+	limit := int64(readAheadRecords+parts)*size + 16<<20
+	t.Logf("%d partitions stalled: %.1f MB held ahead (limit %.1f MB)", parts, float64(held)/1e6, float64(limit)/1e6)
+	if held > limit {
+		t.Fatalf("%d partitions held %d bytes of records ahead of the tokenizer; at most %d", parts, held, limit)
+	}
+}
+
+func TestReadAheadShares(t *testing.T) {
+	for owned := 1; owned <= 1024; owned++ {
+		ra := shareReadAhead(owned, 8<<20)
+		if owned <= 4 && (ra != readAhead{ingest.DefaultReadAhead, 8 << 20, handleBytes}) {
+			t.Fatalf("%d partitions: %+v, want the per-partition bounds", owned, ra)
+		}
+		if ra.queue*owned > max(readAheadRecords, owned*minReadAhead) ||
+			ra.fetchBytes*owned > max(readAheadFetchBytes, owned*minFetchBytes) ||
+			ra.partBytes*owned > max(readAheadPartBytes, owned*minPartBytes) {
+			t.Fatalf("%d partitions: %+v each exceeds the shared bounds", owned, ra)
+		}
+	}
+	if ra := shareReadAhead(64, 100_000); ra.fetchBytes != 100_000 {
+		t.Fatalf("FetchMaxBytes 100,000 gave fetches of %d", ra.fetchBytes)
+	}
+}
+
 // A fetch stops after the record that brings its values to the byte
 // bound, and a fetch is handled in parts of 64 records or fewer that hold
 // handleBytes: without the bounds, 2000 records of 900 KB were fetched and
@@ -357,7 +473,7 @@ func TestFetchAndPartsAreBoundedInBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Close()
-	r, err := kc.NewPartitionReader(0, 0)
+	r, err := kc.NewPartitionReader(0, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +494,7 @@ func TestFetchAndPartsAreBoundedInBytes(t *testing.T) {
 	small := make([]ingest.Record, 70)
 	for _, recs := range [][]ingest.Record{big, small} {
 		for i := 0; i < len(recs); {
-			j := partEnd(recs, i)
+			j := partEnd(recs, i, handleBytes)
 			parts = append(parts, j-i)
 			i = j
 		}
@@ -386,7 +502,7 @@ func TestFetchAndPartsAreBoundedInBytes(t *testing.T) {
 	if want := []int{4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 2, 64, 6}; !reflect.DeepEqual(parts, want) {
 		t.Fatalf("parts %v, want %v", parts, want)
 	}
-	if partEnd(nil, 0) != 0 {
+	if partEnd(nil, 0, handleBytes) != 0 {
 		t.Fatal("an empty fetch is not one empty part")
 	}
 }

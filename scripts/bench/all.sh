@@ -23,6 +23,8 @@ trap 'scripts/kafka/kafka.sh stop --dir "$dir" >/dev/null 2>&1; rm -rf "$dir"' E
 # The broker was just started: its JIT compiles for minutes, on the same
 # cores. Warm-up runs of the data path let it settle first.
 bin/emopipe bench ingest --brokers "$brokers" --rounds 6 --warmup 12 "$CORPUS"/*.jsonl
+echo "### Sustained: 30 copies of the corpus (667 MB), runs of 10-15 s"
+bin/emopipe bench ingest --brokers "$brokers" --copies 30 --rounds 2 --warmup 1 --lag-seconds 10 "$CORPUS"/*.jsonl
 echo "### Short documents (about 300 bytes): per-record costs"
 bin/emopipe bench ingest --brokers "$brokers" --rounds 3 --warmup 2 --lag-seconds 5 --split-bytes 300 "$CORPUS"/*.jsonl
 

@@ -586,12 +586,43 @@ func (d *DLQ) Send(ctx context.Context, letters []DeadLetter) error {
 	}
 	msgs := make([]kafka.Message, len(letters))
 	for i, l := range letters {
-		msgs[i] = Message(l.Key, l.Value, map[string]string{
+		headers := map[string]string{
 			"emopipe-reason": l.Reject.Reason, "emopipe-detail": l.Reject.Detail,
 			"emopipe-source": l.Reject.Source, "emopipe-position": l.Reject.Position, "emopipe-doc": l.Reject.DocKey,
-		})
+		}
+		key, value := fitLetter(l.Key, l.Value, headers, int(d.w.BatchBytes))
+		msgs[i] = Message(key, value, headers)
 	}
 	return writeRetrying(ctx, d.w, msgs)
+}
+
+// fitLetter cuts a dead letter's value (and, if it must, its key) so that
+// the letter fits a writer limited to limit bytes, and says so in the
+// header emopipe-truncated. The record that the source topic took can be
+// larger than the dead-letter topic takes (its own max.message.bytes, or
+// an oversize reject); refused, the letter stopped the ingester at that
+// record, on every restart. The headers name where the whole record is.
+func fitLetter(key, value []byte, headers map[string]string, limit int) ([]byte, []byte) {
+	const note = "emopipe-truncated"
+	limit -= 1 << 10 // kafka-go also counts the record's framing (lengths, timestamp)
+	size := func() int {
+		n := len(key) + len(value)
+		for k, v := range headers {
+			n += len(k) + len(v)
+		}
+		return n
+	}
+	if size() <= limit {
+		return key, value
+	}
+	headers[note] = fmt.Sprintf("key %d bytes, value %d bytes, cut to fit the dead-letter topic's max.message.bytes", len(key), len(value))
+	over := size() - limit
+	cut := min(over, len(value))
+	value = value[:len(value)-cut]
+	if over -= cut; over > 0 {
+		key = key[:max(len(key)-over, 0)]
+	}
+	return key, value
 }
 
 // Close flushes and closes. Idempotent.

@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"bytes"
 	"context"
 	"reflect"
 	"runtime"
@@ -131,6 +132,70 @@ func TestIngestDeadLetterTopic(t *testing.T) {
 	}
 	if len(c.Records) != 23 {
 		t.Fatalf("%d documents stored, want 23 (3 good lines + 20 gz)", len(c.Records))
+	}
+}
+
+// A source topic may take records larger than the dead-letter topic
+// does (its own max.message.bytes): such a record, malformed, was refused
+// by the dead-letter topic and stopped the ingester at that record, on
+// every restart. Now its letter is cut to fit, and says so.
+func TestIngestDeadLetterLargerThanItsTopicTakes(t *testing.T) {
+	brokers := kafkatest.Shared(t)
+	topic := "wide-bad-" + time.Now().Format("150405.000")
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := client.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: 1, ReplicationFactor: 1,
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "4000000"}},
+	}}})
+	if err == nil {
+		err = resp.Errors[topic]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := ingest.DefaultKafkaConfig()
+	kc.Brokers, kc.Topic = brokers, topic
+	p, err := kc.NewProducer(topic, "none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(`{"id":"big-bad","text":"`), bytes.Repeat([]byte("x"), 2_000_000)...) // never closed
+	values := [][]byte{[]byte(`{"id":"a","text":"before"}`), bad, []byte(`{"id":"b","text":"after"}`)}
+	if err := p.Write(context.Background(), nil, values); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+
+	dir := t.TempDir()
+	cfg := ingestCfg(t, brokers, topic, dir)
+	cfg.DLQTopic = topic + "-dlq" // created with the broker's default limit, 1 MB
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := Ingest(ctx, cfg); err != nil {
+		t.Fatalf("ingest stopped at a dead letter too large for its topic: %v", err)
+	}
+	dlq := ingest.DefaultKafkaConfig()
+	dlq.Brokers, dlq.Topic = brokers, cfg.DLQTopic
+	r, err := dlq.NewPartitionReader(0, -2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := r.Fetch(ctx, 10, 0, 5*time.Second)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Headers["emopipe-reason"] != ingest.ReasonMalformedJSON ||
+		!strings.Contains(recs[0].Headers["emopipe-truncated"], "value 2000024 bytes") ||
+		!bytes.HasPrefix(bad, recs[0].Value) || len(recs[0].Value) < 900_000 {
+		t.Fatalf("dead letters: %d; want one, malformed_json, its value cut to a prefix of about 1 MB and marked so", len(recs))
+	}
+	c, err := storecheck.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Records) != 2 {
+		t.Fatalf("%d documents stored, want the 2 around the bad record", len(c.Records))
 	}
 }
 

@@ -382,7 +382,7 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 	defer mu.(*sync.Mutex).Unlock()
 	kc := &in.cfg.Kafka
 	src := kc.SourceName(a.Partition)
-	state, _, err := in.loadState(src)
+	state, known, err := in.loadState(src)
 	if err != nil {
 		return err
 	}
@@ -398,6 +398,15 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 	// that those records are in that member's store.
 	start := state.Next
 	if a.Committed > start {
+		// Said, because from this store alone it looks like loss: a store
+		// that was wiped or replaced, with the same group, starts where the
+		// group is.
+		has := "none of it"
+		if known {
+			has = fmt.Sprintf("it up to offset %d", state.Next)
+		}
+		in.logf("partition %d: starting at offset %d, where group %q has committed; this store has %s. The records before are in the store of the member that committed them (for all of them in one store, ingest into a new store with a new group)",
+			a.Partition, a.Committed, in.cfg.Kafka.Group, has)
 		start = a.Committed
 	}
 	ra := shareReadAhead(len(gen.Partitions), in.cfg.FetchMaxBytes)

@@ -86,6 +86,41 @@ func TestIngestFromFakeBroker(t *testing.T) {
 	}
 }
 
+// A new store in an old group starts each partition where the group has
+// committed (the records before are in the store of the member that
+// committed them), and says so: a wiped store, restarted with its group,
+// otherwise looked like loss. With a new group it reads everything.
+func TestNewStoreInAnOldGroupSaysWhereItStarts(t *testing.T) {
+	brokers := kafkatest.Fake(t, 3, "docs")
+	produceFiles(t, brokers, "docs", 0, sampleCorpus)
+	first := ingestCfg(t, brokers, "docs", t.TempDir())
+	if err := Ingest(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	again := ingestCfg(t, brokers, "docs", dir) // the same group
+	again.IdleExit = time.Second
+	said := &countingLog{t: t, word: "where group \"g-docs\" has committed; this store has none of it"}
+	again.Log = said
+	if err := Ingest(context.Background(), again); err != nil {
+		t.Fatal(err)
+	}
+	if n := said.n.Load(); n != 3 {
+		t.Fatalf("%d of 3 partitions said where they start", n)
+	}
+	if c, err := storecheck.ReadDir(dir); err != nil || len(c.Records) != 0 {
+		t.Fatalf("the new store in the old group: %v documents, error %v; want none (the first store has them)", len(c.Records), err)
+	}
+
+	fresh := ingestCfg(t, brokers, "docs", dir)
+	fresh.Kafka.Group = "g-docs-2"
+	if err := Ingest(context.Background(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	checkSampleIngested(t, dir)
+}
+
 // Every malformed record of the bad set lands in the dead-letter topic
 // with its reason; none reaches the store.
 func TestIngestDeadLetterTopic(t *testing.T) {

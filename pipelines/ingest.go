@@ -57,6 +57,12 @@ type IngestConfig struct {
 	// IdleExit stops the ingester once no record has arrived for this long
 	// (benchmarks, tests, one-off catch-up). Zero runs until cancelled.
 	IdleExit time.Duration
+	// StopGrace is how long a commit in flight may still take once the
+	// caller has cancelled (a signal); default 10 s. A commit that has not
+	// landed by then stays staged, and the next start settles it. Without
+	// it, a stop while the broker was down waited out the commit's own
+	// bound, 2 minutes of retries.
+	StopGrace time.Duration
 	Metrics  *Metrics
 	Progress io.Writer
 	// Log receives one line per event worth knowing (generations,
@@ -95,6 +101,9 @@ func (c *IngestConfig) defaults() error {
 	if c.FetchMaxBytes <= 0 {
 		c.FetchMaxBytes = 8 << 20
 	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = 10 * time.Second
+	}
 	if c.Log == nil {
 		c.Log = os.Stderr
 	}
@@ -126,6 +135,15 @@ type Ingester struct {
 	tokens *tokenPool
 	// partitions holds a *sync.Mutex per partition, held by its worker.
 	partitions sync.Map
+	// commits bounds the commits in flight: it ends StopGrace after the
+	// caller stops the ingester (Run's ctx), not when it stops itself
+	// (idle, an error), so that a stop waits for a broker that is down
+	// only that long.
+	commits context.Context
+	// joined is set by the first generation; joinErr holds the last
+	// error joining the group (a string), for the idle exit.
+	joined  atomic.Bool
+	joinErr atomic.Value
 }
 
 // Ingest opens the store and runs an ingester until ctx is cancelled (or
@@ -222,16 +240,52 @@ func (in *Ingester) Run(ctx context.Context) error {
 	if err := in.resolveStaged(ctx); err != nil {
 		return err
 	}
+	commits, endCommits := context.WithCancel(context.Background())
+	defer endCommits()
+	in.commits = commits
+	go func() {
+		select {
+		case <-ctx.Done(): // stopped by the caller
+		case <-commits.Done():
+			return
+		}
+		select {
+		case <-time.After(in.cfg.StopGrace):
+			endCommits()
+		case <-commits.Done():
+		}
+	}()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	in.lastIn.Store(time.Now().UnixNano())
 	if in.cfg.IdleExit > 0 {
+		// Before its first generation a member is not idle but waiting: the
+		// coordinator holds a join while a member that died without
+		// leaving (killed, or stopped while the broker was down) keeps its
+		// session, and a rebalance may take its timeout. Counted as
+		// idleness, a restart after a kill with a short --idle-exit ended
+		// at once, status 0, having read nothing. So the wait gets those
+		// timeouts too, and a group that never assigns is an error.
+		kc := &in.cfg.Kafka
+		joinWait := in.cfg.IdleExit + kc.SessionTimeout + kc.RebalanceTimeout
 		go every(ctx, 100*time.Millisecond, func() bool {
-			if in.busy.Load() == 0 && time.Since(time.Unix(0, in.lastIn.Load())) > in.cfg.IdleExit {
+			idle := time.Since(time.Unix(0, in.lastIn.Load()))
+			switch {
+			case in.busy.Load() != 0 || idle <= in.cfg.IdleExit:
+				return true
+			case in.joined.Load():
 				cancel(nil)
-				return false
+			case idle > joinWait:
+				why := ""
+				if e, _ := in.joinErr.Load().(string); e != "" {
+					why = "; last error: " + e
+				}
+				cancel(fmt.Errorf("ingest: no generation from group %q on %s within %v (--idle-exit %v, plus the session and rebalance timeouts)%s",
+					kc.Group, strings.Join(kc.Brokers, ","), joinWait.Round(time.Second), in.cfg.IdleExit, why))
+			default:
+				return true
 			}
-			return true
+			return false
 		})
 	}
 	prog := NewProgress(in.cfg.Progress)
@@ -252,13 +306,16 @@ func (in *Ingester) Run(ctx context.Context) error {
 				break
 			}
 			if failures++; time.Since(lastLog) >= 10*time.Second {
-				in.logf("joining group %q: %v (attempt %d, retrying)", in.cfg.Kafka.Group, in.cfg.Kafka.Diagnose(ctx, err), failures)
+				diag := in.cfg.Kafka.Diagnose(ctx, err)
+				in.joinErr.Store(diag.Error())
+				in.logf("joining group %q: %v (attempt %d, retrying)", in.cfg.Kafka.Group, diag, failures)
 				lastLog = time.Now()
 			}
 			sleepCtx(ctx, 100*time.Millisecond) // a guard against a tight loop
 			continue
 		}
 		failures, lastLog = 0, time.Time{}
+		in.joined.Store(true)
 		owned := map[int]bool{}
 		var parts []string
 		for _, a := range gen.Partitions {
@@ -801,12 +858,20 @@ func (w *partitionWork) wait() {
 func (w *partitionWork) run(batch *store.Batch, dead []ingest.DeadLetter, end int64) (bool, error) {
 	in := w.in
 	t0 := time.Now()
-	// A bounded context of its own: commits also run during shutdown.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// A bounded context of its own: commits also run during shutdown,
+	// for StopGrace at most after a stop from outside.
+	parent := in.commits
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(parent, 2*time.Minute)
 	defer cancel()
 	if in.dlq != nil {
 		// Before the commit: dead letters are at-least-once, never lost.
 		if err := in.dlq.Send(ctx, dead); err != nil {
+			if parent.Err() != nil {
+				in.logf("partition %d: stopped before its batch up to offset %d was committed: the dead-letter topic did not answer within %v of the stop; the next start reads those records again", w.partition, end, in.cfg.StopGrace)
+			}
 			return false, err
 		}
 	}
@@ -823,6 +888,9 @@ func (w *partitionWork) run(batch *store.Batch, dead []ingest.DeadLetter, end in
 	landed := w.gen.Commit(ctx, w.partition, end, meta) == nil
 	if !landed {
 		if landed, err = in.landed(ctx, w.partition, end, token); err != nil {
+			if parent.Err() != nil {
+				in.logf("partition %d: stopped with its batch up to offset %d staged: Kafka did not answer within %v of the stop; the next start settles it", w.partition, end, in.cfg.StopGrace)
+			}
 			return false, err // stays staged; resolved at the next start
 		}
 	}

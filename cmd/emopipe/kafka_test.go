@@ -239,6 +239,72 @@ func TestIngestSurvivesKill9(t *testing.T) {
 	t.Logf("%d documents exactly once after %d SIGKILLs", len(docs), kills)
 }
 
+// Restarted right after a kill -9 with a short --idle-exit, the ingester
+// waits for the group: its join is held until the killed member's session
+// ends (6 s here). It used to count that wait as idleness and exit at
+// once, status 0, with nothing read: a catch-up job that did nothing.
+func TestIngestRestartedAfterAKillWaitsForItsGroupBeforeIdling(t *testing.T) {
+	brokers := strings.Join(kafkatest.Shared(t), ",")
+	docs, files := streamDocs(t, 3000, 6)
+	topic := uniqueName("rejoin")
+	kafkatest.CreateTopic(t, strings.Split(brokers, ","), topic, 2)
+	store := filepath.Join(t.TempDir(), "store")
+	if err := produceAll(t, brokers, topic, files[:1], 0)(); err != nil {
+		t.Fatal(err)
+	}
+	in := startIngest(t, brokers, topic, topic, store)
+	time.Sleep(4 * time.Second) // joined, and reading
+	in.kill()
+	if err := produceAll(t, brokers, topic, files[1:], 0)(); err != nil {
+		t.Fatal(err)
+	}
+	in = startIngest(t, brokers, topic, topic, store, "--idle-exit", "2s")
+	in.wait(t)
+	checkExactlyOnce(t, docs, store)
+}
+
+// Stopped (SIGINT) while the broker does not answer, the ingester ends
+// within its stop grace (10 s) with its last batch staged, instead of
+// retrying that commit for the commit's own bound, 2 minutes. The next
+// start settles the batch: nothing is lost or doubled.
+func TestIngestStopsPromptlyWhileTheBrokerIsDown(t *testing.T) {
+	inst := kafkatest.Start(t)
+	brokers := inst.Addr()
+	// A backlog (about 60 MB) that one tokenizer goroutine is still
+	// working through when the broker stops answering: the stop then has
+	// records read since the last commit to commit. (A caught-up ingester
+	// commits at once, and its stop finds nothing in flight.)
+	docs, files := streamDocs(t, 200000, 8)
+	topic := uniqueName("down")
+	kafkatest.CreateTopic(t, inst.Brokers(), topic, 2)
+	store := filepath.Join(t.TempDir(), "store")
+	if err := produceAll(t, brokers, topic, files, 0)(); err != nil {
+		t.Fatal(err)
+	}
+	in := startIngest(t, brokers, topic, topic, store, "--tokenizer-workers", "1")
+	time.Sleep(3 * time.Second) // joined, reading and committing
+	// Frozen, not killed: a killed broker closes its connections, kafka-go
+	// ends the generation at once, and the stop finds nothing in flight.
+	inst.Freeze(t)
+	t0 := time.Now()
+	in.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-in.done:
+		t.Logf("stopped %v after SIGINT", time.Since(t0).Round(time.Millisecond))
+	case <-time.After(time.Minute):
+		in.kill()
+		inst.Thaw(t)
+		t.Fatalf("still stopping a minute after SIGINT, the broker frozen:\n%s", in.out.String())
+	}
+	inst.Thaw(t)
+	if !strings.Contains(in.out.String(), "staged: Kafka did not answer within 10s of the stop") {
+		t.Fatalf("the stop did not leave a batch staged (the test stopped nothing in flight):\n%s", in.out.String())
+	}
+	in = startIngest(t, brokers, topic, topic, store, "--idle-exit", "10s")
+	in.wait(t)
+	checkExactlyOnce(t, docs, store)
+}
+
 // Two ingesters share a group, one store each; one is killed mid-run and
 // later restarted (which resolves what it had staged). Together the
 // stores hold every document exactly once.

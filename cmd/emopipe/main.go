@@ -15,6 +15,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		// A second signal stops at once (the default action), as kill -9
+		// would: a stop waits for work in flight (an ingester's commit, at
+		// most its StopGrace), which the next start settles anyway.
+		stop()
+	}()
 	// EMOPIPE_CPUPROFILE=file profiles any command (benchmark work).
 	if path := os.Getenv("EMOPIPE_CPUPROFILE"); path != "" {
 		if f, err := os.Create(path); err == nil {

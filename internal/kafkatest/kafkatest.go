@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,6 +305,29 @@ func (in *Instance) Stop(t testing.TB) { t.Helper(); in.stop(t, false) }
 
 // Kill SIGKILLs the broker (crash), keeping its data; Start recovers it.
 func (in *Instance) Kill(t testing.TB) { t.Helper(); in.stop(t, true) }
+
+// Freeze stops the broker's process (SIGSTOP) without closing its
+// connections: a broker that no longer answers, as in a long GC pause or a
+// network partition, rather than one that is gone. Thaw resumes it.
+func (in *Instance) Freeze(t testing.TB) { t.Helper(); in.signal(t, syscall.SIGSTOP) }
+
+// Thaw resumes a frozen broker (SIGCONT).
+func (in *Instance) Thaw(t testing.TB) { t.Helper(); in.signal(t, syscall.SIGCONT) }
+
+func (in *Instance) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(in.Dir, "kafka.pid"))
+	if err != nil {
+		t.Fatalf("kafkatest: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err == nil {
+		err = syscall.Kill(pid, sig)
+	}
+	if err != nil {
+		t.Fatalf("kafkatest: %v to broker pid %q: %v", sig, b, err)
+	}
+}
 
 // Restart is Stop followed by Start.
 func (in *Instance) Restart(t testing.TB) {

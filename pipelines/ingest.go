@@ -63,8 +63,8 @@ type IngestConfig struct {
 	// it, a stop while the broker was down waited out the commit's own
 	// bound, 2 minutes of retries.
 	StopGrace time.Duration
-	Metrics  *Metrics
-	Progress io.Writer
+	Metrics   *Metrics
+	Progress  io.Writer
 	// Log receives one line per event worth knowing (generations,
 	// retries); nil means stderr.
 	Log io.Writer

@@ -243,18 +243,8 @@ func (in *Ingester) Run(ctx context.Context) error {
 	commits, endCommits := context.WithCancel(context.Background())
 	defer endCommits()
 	in.commits = commits
-	go func() {
-		select {
-		case <-ctx.Done(): // stopped by the caller
-		case <-commits.Done():
-			return
-		}
-		select {
-		case <-time.After(in.cfg.StopGrace):
-			endCommits()
-		case <-commits.Done():
-		}
-	}()
+	// Stopped by the caller: StopGrace later, commits in flight give up.
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(in.cfg.StopGrace, endCommits) })()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	in.lastIn.Store(time.Now().UnixNano())
@@ -860,10 +850,7 @@ func (w *partitionWork) run(batch *store.Batch, dead []ingest.DeadLetter, end in
 	t0 := time.Now()
 	// A bounded context of its own: commits also run during shutdown,
 	// for StopGrace at most after a stop from outside.
-	parent := in.commits
-	if parent == nil {
-		parent = context.Background()
-	}
+	parent := in.commits // set by Run before any partition works
 	ctx, cancel := context.WithTimeout(parent, 2*time.Minute)
 	defer cancel()
 	if in.dlq != nil {

@@ -140,10 +140,11 @@ type Ingester struct {
 	// (idle, an error), so that a stop waits for a broker that is down
 	// only that long.
 	commits context.Context
-	// joined is set by the first generation; joinErr holds the last
-	// error joining the group (a string), for the idle exit.
-	joined  atomic.Bool
-	joinErr atomic.Value
+	// generation is the ID of the generation this member holds, 0 while
+	// it has none (joining, or rebalancing); joinErr holds the last error
+	// joining the group (a string). Both for the idle exit.
+	generation atomic.Int32
+	joinErr    atomic.Value
 }
 
 // Ingest opens the store and runs an ingester until ctx is cancelled (or
@@ -249,7 +250,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 	defer cancel(nil)
 	in.lastIn.Store(time.Now().UnixNano())
 	if in.cfg.IdleExit > 0 {
-		// Before its first generation a member is not idle but waiting: the
+		// Without a generation a member is not idle but waiting: the
 		// coordinator holds a join while a member that died without
 		// leaving (killed, or stopped while the broker was down) keeps its
 		// session, and a rebalance may take its timeout. Counted as
@@ -263,7 +264,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 			switch {
 			case in.busy.Load() != 0 || idle <= in.cfg.IdleExit:
 				return true
-			case in.joined.Load():
+			case in.generation.Load() != 0:
 				cancel(nil)
 			case idle > joinWait:
 				why := ""
@@ -305,7 +306,11 @@ func (in *Ingester) Run(ctx context.Context) error {
 			continue
 		}
 		failures, lastLog = 0, time.Time{}
-		in.joined.Store(true)
+		in.generation.Store(gen.ID)
+		gen.Start(func(gctx context.Context) { // kafka-go ends the generation once this returns
+			<-gctx.Done()
+			in.generation.CompareAndSwap(gen.ID, 0)
+		})
 		owned := map[int]bool{}
 		var parts []string
 		for _, a := range gen.Partitions {

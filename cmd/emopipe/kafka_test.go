@@ -260,6 +260,11 @@ func TestIngestRestartedAfterAKillWaitsForItsGroupBeforeIdling(t *testing.T) {
 	}
 	in = startIngest(t, brokers, topic, topic, store, "--idle-exit", "2s")
 	in.wait(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the restarted ingester said:\n%s", in.out.String())
+		}
+	})
 	checkExactlyOnce(t, docs, store)
 }
 

@@ -33,6 +33,10 @@ type KafkaConfig struct {
 	MaxDocBytes int `yaml:"max_doc_bytes" json:"max_doc_bytes"`
 	// Repair turns invalid UTF-8 into valid text; nil rejects it.
 	Repair func([]byte) []byte `yaml:"-" json:"-"`
+	// Isolation is ReadCommitted (the default: records of aborted
+	// transactions are left out, and an open transaction holds back the
+	// records after it) or ReadUncommitted.
+	Isolation string `yaml:"isolation" json:"isolation"`
 
 	// Security for real clusters. SASL is "", "plain", "scram-sha-256" or
 	// "scram-sha-512"; TLS with an optional CA file.
@@ -84,6 +88,8 @@ func (c *KafkaConfig) Validate() error {
 		return errors.New("kafka: no topic (--topic)")
 	case c.Format != "json" && c.Format != "text":
 		return fmt.Errorf("kafka: format %q: want json or text", c.Format)
+	case c.Isolation != "" && c.Isolation != ReadCommitted && c.Isolation != ReadUncommitted:
+		return fmt.Errorf("kafka: isolation %q: want %s or %s", c.Isolation, ReadCommitted, ReadUncommitted)
 	}
 	if _, err := c.mechanism(); err != nil {
 		return err
@@ -340,101 +346,130 @@ func (g *Group) CommittedOffset(ctx context.Context, partition int) (int64, stri
 }
 
 // PartitionReader fetches one partition from an explicit offset (the
-// store's, not the group's).
+// store's, not the group's), one fetch response ahead of Fetch.
 type PartitionReader struct {
-	r         *kafka.Reader
+	f         *fetcher
 	partition int
 }
 
-// DefaultReadAhead is the records kafka-go reads ahead of Fetch in one
-// partition.
-const DefaultReadAhead = 64
-
-// NewPartitionReader starts reading partition at offset, with kafka-go
-// reading up to readAhead records ahead (0: DefaultReadAhead).
-func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, readAhead int) (*PartitionReader, error) {
-	if readAhead <= 0 {
-		readAhead = DefaultReadAhead
+// NewPartitionReader starts reading partition at offset (or
+// kafka.FirstOffset, kafka.LastOffset), one fetch response of at most
+// fetchBytes (0: 16 MiB; a larger record still comes whole) ahead of
+// Fetch, at the configured isolation level.
+func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, fetchBytes int) (*PartitionReader, error) {
+	if fetchBytes <= 0 {
+		fetchBytes = 16 << 20
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: c.Brokers, Topic: c.Topic, Partition: partition, Dialer: c.Dialer(),
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
-		// Read ahead while the previous records are tokenized. kafka-go
-		// counts records, not bytes: 4096 records of 900 KB held 360 MB for
-		// one partition (the ingester's RSS 1.7 GB with the fetches
-		// unbounded in bytes, 0.94 GB bounded, 0.67 GB with 64). 64 and
-		// 4096 gave the same throughput on 330-byte and 7 KB records
-		// within this machine's noise.
-		QueueCapacity:  readAhead,
-		ReadBackoffMin: 100 * time.Millisecond, ReadBackoffMax: 2 * time.Second,
-		MaxAttempts: 1 << 30, // a restarting broker is waited for, not given up on
-	})
-	if err := r.SetOffset(offset); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("kafka: %s/%d offset %d: %w", c.Topic, partition, offset, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fetcher{
+		transport: c.Transport(), addr: kafka.TCP(c.Brokers...), topic: c.Topic, partition: partition,
+		isolation: int8(kafka.ReadCommitted), maxBytes: fetchBytes,
+		out: make(chan fetched), cancel: cancel, done: make(chan struct{}),
 	}
-	return &PartitionReader{r: r, partition: partition}, nil
+	if c.Isolation == ReadUncommitted {
+		f.isolation = int8(kafka.ReadUncommitted)
+	}
+	f.first = func(ctx context.Context) (int64, int64, error) { return c.offsets(ctx, partition) }
+	if offset < 0 { // kafka.FirstOffset or kafka.LastOffset
+		first, last, err := c.offsets(ctx, partition)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		if offset == kafka.LastOffset {
+			offset = last
+		} else {
+			offset = first
+		}
+	}
+	f.pos.Store(offset)
+	f.end.Store(offset)
+	go f.run(ctx)
+	return &PartitionReader{f: f, partition: partition}, nil
 }
 
 // Fetch returns up to max records, and stops after the record that
 // brings their values to maxBytes (0: no bound), waiting at most wait for
-// the first. After the first it takes only what arrives without a pause
-// (gaps under 10 to 20 ms), so a busy partition is handed on in large
-// batches and an idle one costs no latency. An empty result with a nil
-// error means the partition is idle.
+// the first. After the first it takes only what has arrived, so a busy
+// partition is handed on in large batches and an idle one costs no
+// latency. An empty result with a nil error means the partition is idle.
 func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait time.Duration) ([]Record, error) {
-	const gap = 10 * time.Millisecond
+	f := p.f
+	if len(f.pending) == 0 {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		select {
+		case r := <-f.out:
+			if r.err != nil {
+				return nil, r.err
+			}
+			f.pending = r.recs
+		case <-timer.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	var out []Record
-	// One context and timer per fetch: a context per record was a timer
-	// per record, more than the rest of taking a short one. The pause
-	// allowed is renewed only once under gap of it remains.
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
-	timer := time.AfterFunc(wait, stop)
-	defer timer.Stop()
-	var deadline time.Time
 	size := 0
 	for len(out) < max && (maxBytes <= 0 || size < maxBytes) {
-		if len(out) > 0 {
-			if now := time.Now(); len(out) == 1 || deadline.Sub(now) < gap {
-				deadline = now.Add(2 * gap)
-				timer.Reset(2 * gap)
-			}
-		}
-		m, err := p.r.FetchMessage(fctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return out, ctx.Err()
-			}
-			if fctx.Err() != nil { // the pause allowed is over
+		if len(f.pending) == 0 {
+			select {
+			case r := <-f.out:
+				if r.err != nil {
+					return out, nil // said at the next call, if it lasts
+				}
+				f.pending = r.recs
+			default:
 				return out, nil
 			}
-			return out, fmt.Errorf("kafka: fetch partition %d: %w", p.partition, err)
 		}
-		rec := Record{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}
-		if len(m.Headers) > 0 {
-			rec.Headers = make(map[string]string, len(m.Headers))
-			for _, h := range m.Headers {
-				rec.Headers[h.Key] = string(h.Value)
-			}
+		n := 0
+		for n < len(f.pending) && len(out)+n < max && (maxBytes <= 0 || size < maxBytes) {
+			size += len(f.pending[n].Value)
+			n++
 		}
-		out = append(out, rec)
-		size += len(m.Value)
+		for i := range n {
+			f.pending[i].Partition = p.partition
+		}
+		out = append(out, f.pending[:n]...)
+		f.pending = f.pending[n:]
 	}
 	return out, nil
 }
 
-// Lag is how many records the partition holds past the reader.
-func (p *PartitionReader) Lag() int64 { return p.r.Stats().Lag }
+// Lag is how many offsets the partition holds past the reader (to its
+// last stable offset at read_committed).
+func (p *PartitionReader) Lag() int64 { return max(p.f.end.Load()-p.f.pos.Load(), 0) }
 
 // Close stops the reader. Idempotent.
 func (p *PartitionReader) Close() error {
-	if p.r == nil {
+	if p.f == nil {
 		return nil
 	}
-	err := p.r.Close()
-	p.r = nil
-	return err
+	p.f.cancel()
+	<-p.f.done
+	p.f.transport.CloseIdleConnections()
+	p.f = nil
+	return nil
+}
+
+// offsets is the partition's log start and end offsets.
+func (c *KafkaConfig) offsets(ctx context.Context, partition int) (int64, int64, error) {
+	resp, err := c.client().ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{c.Topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("kafka: list offsets %s/%d: %w", c.Topic, partition, err)
+	}
+	for _, p := range resp.Topics[c.Topic] {
+		if p.Partition == partition {
+			if p.Error != nil {
+				return 0, 0, fmt.Errorf("kafka: list offsets %s/%d: %w", c.Topic, partition, p.Error)
+			}
+			return p.FirstOffset, p.LastOffset, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("kafka: list offsets %s/%d: no answer for the partition", c.Topic, partition)
 }
 
 // FirstOffset is the partition's log start offset: records below it were

@@ -462,7 +462,7 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 		start = a.Committed
 	}
 	ra := shareReadAhead(len(gen.Partitions), in.cfg.FetchMaxBytes)
-	reader, err := kc.NewPartitionReader(a.Partition, start, ra.queue)
+	reader, err := kc.NewPartitionReader(a.Partition, start, ra.fetchBytes)
 	if err != nil {
 		return err
 	}
@@ -714,25 +714,24 @@ const handleRecords = 64
 // sequences of 64 records of 900 KB are a few hundred MB.
 const handleBytes = 2 << 20
 
-// A partition's records wait in memory in three places: kafka-go's queue
-// (up to ingest.DefaultReadAhead records), a fetch (IngestConfig.
-// FetchMaxBytes) and the part being handled (handleBytes). Those bounds
-// are per partition, and every partition a member owns fills them at
-// once while they wait for the shared tokenizer: with 32 partitions of
-// 780 KB records the ingester held 450 MB of record values and its RSS
-// reached 2.0 GB. A member owning more than a few partitions divides
-// these totals among them instead, down to the floors.
+// A partition's records wait in memory in three places: the fetch
+// response its reader holds ahead (one, of at most the partition's fetch
+// bytes), the records a fetch returned (IngestConfig.FetchMaxBytes) and
+// the part being handled (handleBytes). Those bounds are per partition,
+// and every partition a member owns fills them at once while they wait
+// for the shared tokenizer: with 32 partitions of 780 KB records the
+// ingester held 450 MB of record values and its RSS reached 2.0 GB. A
+// member owning more than a few partitions divides these totals among
+// them instead, down to the floors.
 const (
-	readAheadRecords    = 256      // kafka-go's queues, records
 	readAheadFetchBytes = 32 << 20 // fetches
 	readAheadPartBytes  = 8 << 20  // parts being handled
-	minReadAhead        = 4
 	minFetchBytes       = 1 << 20
 	minPartBytes        = 256 << 10
 )
 
 // readAhead is one partition's share of those bounds.
-type readAhead struct{ queue, fetchBytes, partBytes int }
+type readAhead struct{ fetchBytes, partBytes int }
 
 // shareReadAhead is the share of each of owned partitions. Up to 4
 // partitions each gets the per-partition bounds (fetchMaxBytes among
@@ -740,7 +739,6 @@ type readAhead struct{ queue, fetchBytes, partBytes int }
 func shareReadAhead(owned, fetchMaxBytes int) readAhead {
 	n := max(owned, 1)
 	return readAhead{
-		queue:      clamp(readAheadRecords/n, minReadAhead, ingest.DefaultReadAhead),
 		fetchBytes: clamp(readAheadFetchBytes/n, min(minFetchBytes, fetchMaxBytes), fetchMaxBytes),
 		partBytes:  clamp(readAheadPartBytes/n, minPartBytes, handleBytes),
 	}

@@ -440,12 +440,13 @@ func TestIngestWaitsForItsTopicAndReportsAMissingOne(t *testing.T) {
 }
 
 // Every partition a member owns fills its read-ahead at once while the
-// tokenizer is busy with the others: with kafka-go reading 64 records
+// tokenizer is busy with the others: with kafka-go's Reader 64 records
 // ahead in each, 32 partitions of 780 KB records held 450 MB of record
-// values. A member owning many partitions now shares the bounds among
-// them (shareReadAhead). Here each of 32 partitions stalls after its first
-// fetch (the throttle), kafka-go reads ahead as far as it may, and the
-// heap that the stall added is measured.
+// values. A member owning many partitions shares the bounds among them
+// (shareReadAhead), and a reader holds one response ahead. Here each of 32
+// partitions stalls after its first fetch (the throttle), its reader
+// reads ahead as far as it may, and the heap that the stall added is
+// measured.
 func TestManyPartitionsShareTheReadAhead(t *testing.T) {
 	const parts, perPart, size = 32, 72, 50_000
 	brokers := kafkatest.Fake(t, parts, "wide")
@@ -526,10 +527,12 @@ func TestManyPartitionsShareTheReadAhead(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	// Each partition's queue holds its share of the records and kafka-go
-	// one more; the rest (a part, buffers) is a few MB. Unshared (64
-	// records per partition) the stall held 123 MB here, shared 20 MB.
-	limit := int64(readAheadRecords+parts)*size + 16<<20
+	// Each partition's reader holds one response ahead, and the records
+	// of the last fetch not yet returned: at most a fetch's bytes (and
+	// the record that crosses them) each; the rest (a part, buffers) is a
+	// few MB. kafka-go's Reader, 64 records ahead in each partition, held
+	// 123 MB here, 20 MB with its queues shared.
+	limit := int64(parts*2*(cfg.FetchMaxBytes+size)) + 16<<20
 	t.Logf("%d partitions stalled: %.1f MB held ahead (limit %.1f MB)", parts, float64(held)/1e6, float64(limit)/1e6)
 	if held > limit {
 		t.Fatalf("%d partitions held %d bytes of records ahead of the tokenizer; at most %d", parts, held, limit)
@@ -539,11 +542,10 @@ func TestManyPartitionsShareTheReadAhead(t *testing.T) {
 func TestReadAheadShares(t *testing.T) {
 	for owned := 1; owned <= 1024; owned++ {
 		ra := shareReadAhead(owned, 8<<20)
-		if owned <= 4 && (ra != readAhead{ingest.DefaultReadAhead, 8 << 20, handleBytes}) {
+		if owned <= 4 && (ra != readAhead{8 << 20, handleBytes}) {
 			t.Fatalf("%d partitions: %+v, want the per-partition bounds", owned, ra)
 		}
-		if ra.queue*owned > max(readAheadRecords, owned*minReadAhead) ||
-			ra.fetchBytes*owned > max(readAheadFetchBytes, owned*minFetchBytes) ||
+		if ra.fetchBytes*owned > max(readAheadFetchBytes, owned*minFetchBytes) ||
 			ra.partBytes*owned > max(readAheadPartBytes, owned*minPartBytes) {
 			t.Fatalf("%d partitions: %+v each exceeds the shared bounds", owned, ra)
 		}

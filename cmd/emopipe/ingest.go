@@ -91,6 +91,7 @@ interrupted (or --idle-exit).`,
 	f.StringVar(&cfg.Kafka.Group, "group", "", "consumer group")
 	f.StringVar(&cfg.Store, "store", "", "store directory (created if missing)")
 	f.StringVar(&cfg.Kafka.Format, "format", "json", "record format: json ({id,text,domain}) or text (value = text, key = id)")
+	f.StringVar(&cfg.Kafka.Isolation, "isolation", ingest.ReadCommitted, "read_committed (records of aborted transactions left out) or read_uncommitted")
 	f.StringVar(&cfg.Kafka.Fields.ID, "id-field", "id", "JSON field holding the document id")
 	f.StringVar(&cfg.Kafka.Fields.Text, "text-field", "text", "JSON field holding the text")
 	f.StringVar(&cfg.Kafka.Fields.Domain, "domain-field", "domain", "JSON field holding the domain")

@@ -1,0 +1,366 @@
+package ingest
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
+)
+
+// Isolation levels (KafkaConfig.Isolation), as Kafka's consumers name them.
+const (
+	// ReadCommitted reads records of committed transactions and records
+	// written outside transactions, up to the partition's last stable
+	// offset: an open transaction holds back the records after it until it
+	// ends. The default.
+	ReadCommitted = "read_committed"
+	// ReadUncommitted reads every data record as soon as it is written,
+	// those of aborted transactions too.
+	ReadUncommitted = "read_uncommitted"
+)
+
+// fetcher reads one partition with Kafka's fetch API, through kafka-go's
+// protocol package and transport, one response ahead of its consumer.
+//
+// emopipe does not use kafka-go's Reader for this: the Reader returns the
+// control records that end a transaction (commit and abort markers) as
+// messages, so every transaction added a record that is not the
+// producer's (a malformed_json reject, or with --format text a document
+// of six bytes), and it cannot leave out aborted transactions, because a
+// message does not carry its batch's producer id (segmentio/kafka-go#1332).
+// The fetch response carries both, and abortFilter applies them as the
+// Java consumer does.
+type fetcher struct {
+	transport *kafka.Transport
+	addr      net.Addr
+	topic     string
+	partition int
+	isolation int8
+	maxBytes  int // bound on one response (the broker returns at least one batch)
+	out       chan fetched
+	cancel    context.CancelFunc
+	done      chan struct{}
+	end       atomic.Int64 // the readable end: high watermark, or last stable offset at read_committed
+	pos       atomic.Int64 // the offset the next fetch asks for
+	pending   []Record     // received, not yet returned by take
+	first     func(ctx context.Context) (int64, int64, error)
+}
+
+// fetched is one response's records, or the error of a failed fetch.
+type fetched struct {
+	recs []Record
+	err  error
+}
+
+const (
+	fetchMaxWait    = 250 * time.Millisecond
+	fetchBackoffMin = 100 * time.Millisecond
+	fetchBackoffMax = 2 * time.Second
+	// errorEvery spaces the errors a failing partition reports: a broker
+	// that is down fails every retry, and its consumer logs what it gets.
+	errorEvery = 30 * time.Second
+)
+
+// run fetches until ctx ends, handing each non-empty response to out. A
+// failed fetch is retried with backoff; the first error of a run of them
+// (and then one every errorEvery) is handed on too.
+func (f *fetcher) run(ctx context.Context) {
+	defer close(f.done)
+	backoff := fetchBackoffMin
+	var lastReport time.Time
+	for ctx.Err() == nil {
+		recs, err := f.fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if time.Since(lastReport) >= errorEvery {
+				lastReport = time.Now()
+				if !f.send(ctx, fetched{err: err}) {
+					return
+				}
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, fetchBackoffMax)
+			continue
+		}
+		backoff, lastReport = fetchBackoffMin, time.Time{}
+		if len(recs) > 0 && !f.send(ctx, fetched{recs: recs}) {
+			return
+		}
+	}
+}
+
+func (f *fetcher) send(ctx context.Context, r fetched) bool {
+	select {
+	case f.out <- r:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// fetch sends one fetch request at pos and returns the records it brings,
+// advancing pos past everything the response held (aborted records and
+// transaction markers included).
+func (f *fetcher) fetch(ctx context.Context) ([]Record, error) {
+	pos := f.pos.Load()
+	rctx, cancel := context.WithTimeout(ctx, fetchMaxWait+30*time.Second)
+	defer cancel()
+	m, err := f.transport.RoundTrip(rctx, f.addr, &fetchapi.Request{
+		ReplicaID: -1, MaxWaitTime: int32(fetchMaxWait / time.Millisecond), MinBytes: 1,
+		MaxBytes: int32(f.maxBytes), IsolationLevel: f.isolation, SessionID: -1, SessionEpoch: -1,
+		Topics: []fetchapi.RequestTopic{{Topic: f.topic, Partitions: []fetchapi.RequestPartition{{
+			Partition: int32(f.partition), CurrentLeaderEpoch: -1, FetchOffset: pos,
+			LogStartOffset: -1, PartitionMaxBytes: int32(f.maxBytes),
+		}}}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, err)
+	}
+	res := m.(*fetchapi.Response)
+	if res.ErrorCode != 0 {
+		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, kafka.Error(res.ErrorCode))
+	}
+	if len(res.Topics) != 1 || len(res.Topics[0].Partitions) != 1 {
+		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: the broker answered for no such partition", f.topic, f.partition, pos)
+	}
+	p := &res.Topics[0].Partitions[0]
+	if p.RecordSet.Records != nil {
+		// The records' bytes are in pages of a pool until closed.
+		defer closeRecords(p.RecordSet.Records)
+	}
+	if p.ErrorCode != 0 {
+		kerr := kafka.Error(p.ErrorCode)
+		if errors.Is(kerr, kafka.OffsetOutOfRange) {
+			return nil, f.outOfRange(ctx, pos)
+		}
+		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, kerr)
+	}
+	end := p.HighWatermark
+	if f.isolation == int8(kafka.ReadCommitted) && p.LastStableOffset >= 0 {
+		end = p.LastStableOffset
+	}
+	f.end.Store(end)
+	if p.RecordSet.Records == nil {
+		return nil, nil
+	}
+	recs, next, err := readBatches(p.RecordSet.Records, pos, f.maxBytes, newAbortFilter(f.isolation == int8(kafka.ReadCommitted), p.AbortedTransactions))
+	if err != nil {
+		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, err)
+	}
+	if next == pos && end > pos {
+		// The response held only batches before pos: without their last
+		// offset (kafka-go keeps it to itself) the reader cannot step over
+		// them. Said, not spun on silently.
+		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: no progress (the batch holding the offset has no record at or after it)", f.topic, f.partition, pos)
+	}
+	f.pos.Store(next)
+	return recs, nil
+}
+
+// outOfRange handles a fetch offset the partition does not hold: before
+// its log start (retention deleted those records) the reader moves to the
+// log start, as kafka-go's Reader does (the ingester notices the jump and
+// records the deleted range); past its end it waits for records.
+func (f *fetcher) outOfRange(ctx context.Context, pos int64) error {
+	first, last, err := f.first(ctx)
+	if err != nil {
+		return fmt.Errorf("kafka: fetch %s/%d at offset %d: out of range, and the partition's offsets are unknown: %w", f.topic, f.partition, pos, err)
+	}
+	if pos < first {
+		f.pos.Store(first)
+		return nil
+	}
+	if pos < last {
+		return nil // written since: fetch again
+	}
+	return fmt.Errorf("kafka: fetch %s/%d at offset %d: the partition ends at offset %d; waiting for records", f.topic, f.partition, pos, last)
+}
+
+func closeRecords(r protocol.RecordReader) {
+	if c, ok := r.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// readBatches returns the data records at or after pos of a fetch
+// response's batches that keep passes, and the offset after the last
+// record it went through (at least pos). It stops after the record that
+// brings their values to maxBytes: the broker bounds a response by its
+// compressed bytes, and 200 KB of lz4 held 3.6 MB of records in a test;
+// the rest is fetched again.
+func readBatches(rr protocol.RecordReader, pos int64, maxBytes int, keep *abortFilter) ([]Record, int64, error) {
+	batches := []protocol.RecordReader{rr}
+	if s, ok := rr.(*protocol.RecordStream); ok {
+		batches = s.Records
+	}
+	var out []Record
+	next, size := pos, 0
+	for _, b := range batches {
+		if size >= maxBytes {
+			break
+		}
+		if cb, ok := b.(*protocol.ControlBatch); ok {
+			// A transaction's commit or abort marker: never a record for
+			// the consumer, but its offset is read past.
+			for {
+				r, err := cb.ReadRecord()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					return nil, next, err
+				}
+				next = max(next, r.Offset+1)
+				cr, err := protocol.ReadControlRecord(r)
+				if err != nil {
+					return nil, next, err
+				}
+				keep.marker(cb, cr.Type == controlAbort)
+			}
+			continue
+		}
+		take := keep.batch(b)
+		for size < maxBytes {
+			r, err := b.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, next, err
+			}
+			if r.Offset < pos {
+				closeRecord(r)
+				continue
+			}
+			next = max(next, r.Offset+1)
+			if !take {
+				closeRecord(r)
+				continue
+			}
+			rec, err := copyRecord(r)
+			if err != nil {
+				return nil, next, err
+			}
+			out = append(out, rec)
+			size += len(rec.Value)
+		}
+	}
+	return out, next, nil
+}
+
+func closeRecord(r *protocol.Record) {
+	if r.Key != nil {
+		r.Key.Close()
+	}
+	if r.Value != nil {
+		r.Value.Close()
+	}
+}
+
+// copyRecord copies a record out of the response's pages.
+func copyRecord(r *protocol.Record) (Record, error) {
+	defer closeRecord(r)
+	key, err := protocol.ReadAll(r.Key)
+	if err != nil {
+		return Record{}, err
+	}
+	value, err := protocol.ReadAll(r.Value)
+	if err != nil {
+		return Record{}, err
+	}
+	rec := Record{Offset: r.Offset, Key: key, Value: value, Time: r.Time}
+	if len(r.Headers) > 0 {
+		rec.Headers = make(map[string]string, len(r.Headers))
+		for _, h := range r.Headers {
+			rec.Headers[h.Key] = string(h.Value)
+		}
+	}
+	return rec, nil
+}
+
+// abortFilter decides, batch by batch in offset order, which batches of a
+// fetch response hold records for the consumer. Control batches (the
+// markers that end transactions) never do. At read_committed, neither do
+// the batches of an aborted transaction: the response lists each aborted
+// transaction as its producer id and first offset; from that offset the
+// producer's transactional batches are aborted, up to its abort marker.
+// This is the Java consumer's rule (CompletedFetch.nextFetchedRecord),
+// with a batch's base offset where Java takes its last: a transaction's
+// first offset is the base offset of its producer's first batch in it.
+type abortFilter struct {
+	committed bool
+	pending   abortedHeap        // listed, not yet reached
+	aborted   map[int64]struct{} // producers whose current transaction is aborted
+}
+
+func newAbortFilter(committed bool, txns []fetchapi.ResponseTransaction) *abortFilter {
+	f := &abortFilter{committed: committed, aborted: map[int64]struct{}{}}
+	if committed {
+		f.pending = append(abortedHeap(nil), txns...)
+		heap.Init(&f.pending)
+	}
+	return f
+}
+
+// controlAbort is the type of an abort marker's control record (a commit
+// marker's is 1).
+const controlAbort = 0
+
+// batch reports whether the data batch b's records are for the consumer.
+func (f *abortFilter) batch(b protocol.RecordReader) bool {
+	rb, ok := b.(*protocol.RecordBatch)
+	if !ok || !f.committed || !rb.Attributes.Transactional() {
+		return true // a v0/v1 message set has no transactions
+	}
+	f.reach(rb.BaseOffset)
+	_, aborted := f.aborted[rb.ProducerID]
+	return !aborted
+}
+
+// marker takes a transaction marker into account: an abort marker ends
+// its producer's aborted transaction.
+func (f *abortFilter) marker(b *protocol.ControlBatch, abort bool) {
+	if !f.committed {
+		return
+	}
+	f.reach(b.BaseOffset)
+	if abort {
+		delete(f.aborted, b.ProducerID)
+	}
+}
+
+// reach moves the aborted transactions that start at or before offset
+// into the aborted producers.
+func (f *abortFilter) reach(offset int64) {
+	for len(f.pending) > 0 && f.pending[0].FirstOffset <= offset {
+		t := heap.Pop(&f.pending).(fetchapi.ResponseTransaction)
+		f.aborted[t.ProducerID] = struct{}{}
+	}
+}
+
+type abortedHeap []fetchapi.ResponseTransaction
+
+func (h abortedHeap) Len() int           { return len(h) }
+func (h abortedHeap) Less(i, j int) bool { return h[i].FirstOffset < h[j].FirstOffset }
+func (h abortedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *abortedHeap) Push(x any)        { *h = append(*h, x.(fetchapi.ResponseTransaction)) }
+func (h *abortedHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
+}

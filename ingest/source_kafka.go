@@ -350,6 +350,7 @@ func (g *Group) CommittedOffset(ctx context.Context, partition int) (int64, stri
 type PartitionReader struct {
 	f         *fetcher
 	partition int
+	err       error // a fetch error met while records were being returned
 }
 
 // NewPartitionReader starts reading partition at offset (or
@@ -395,6 +396,10 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, fetchBytes
 // latency. An empty result with a nil error means the partition is idle.
 func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait time.Duration) ([]Record, error) {
 	f := p.f
+	if err := p.err; err != nil {
+		p.err = nil
+		return nil, err
+	}
 	if len(f.pending) == 0 {
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
@@ -417,7 +422,8 @@ func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait tim
 			select {
 			case r := <-f.out:
 				if r.err != nil {
-					return out, nil // said at the next call, if it lasts
+					p.err = r.err // said at the next call
+					return out, nil
 				}
 				f.pending = r.recs
 			default:

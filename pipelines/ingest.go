@@ -661,12 +661,13 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 }
 
 // checkDeleted runs when the partition's records resume past the offset
-// expected next. Transaction markers and compaction leave such gaps too;
-// retention is told apart by the log start offset having passed the
-// expected one. kafka-go then skips to the log start without a word, so
-// the offsets that retention took are recorded here, in the store's
-// rejects (in this batch's transaction, so once), with a metric and a log
-// line: records lost before emopipe could read them, never silently.
+// expected next. Transaction markers, aborted transactions and compaction
+// leave such gaps too; retention is told apart by the log start offset
+// having passed the expected one. The partition reader then skips to the
+// log start without a word, so the offsets that retention took are
+// recorded here, in the store's rejects (in this batch's transaction, so
+// once), with a metric and a log line: records lost before emopipe could
+// read them, never silently.
 func (w *partitionWork) checkDeleted(seen int64) {
 	in := w.in
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

@@ -452,9 +452,9 @@ func TestManyPartitionsShareTheReadAhead(t *testing.T) {
 	brokers := kafkatest.Fake(t, parts, "wide")
 	kc := ingest.DefaultKafkaConfig()
 	kc.Brokers, kc.Topic = brokers, "wide"
-	// Compressed, so that kfake holds little, and one record per batch
-	// in each partition: kafka-go decompresses a batch whole, and holds
-	// it besides its queue.
+	// Compressed, so that kfake holds little (and a response bounded in
+	// compressed bytes holds many records), and one record per batch in
+	// each partition.
 	p, err := kc.NewProducer("wide", "lz4")
 	if err != nil {
 		t.Fatal(err)

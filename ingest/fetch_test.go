@@ -158,3 +158,66 @@ func TestPartitionReaderReadsEveryCodec(t *testing.T) {
 		})
 	}
 }
+
+// The reader's requests follow what the records decompress to: they grow
+// on records that do not compress (up to the byte bound), and stay small
+// on records that compress 250 times, whose responses would otherwise
+// hold far more than the bound in memory while they are read.
+func TestFetchRequestFollowsTheRecords(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		value    func(i int) []byte
+		min, max int64
+	}{
+		{"incompressible", func(i int) []byte { return incompressible(i, 50_000) }, 1 << 18, 1 << 20},
+		{"compresses 250 times", func(int) []byte { return []byte(strings.Repeat("x", 50_000)) }, minRequest, 16 << 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			kc := DefaultKafkaConfig()
+			kc.Brokers, kc.Topic = kafkatest.Fake(t, 1, "squeeze"), "squeeze"
+			p, err := kc.NewProducer("squeeze", "lz4")
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 200
+			for i := range n { // a batch each
+				if err := p.Write(context.Background(), nil, [][]byte{c.value(i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p.Close()
+			const budget = 1 << 20
+			r, err := kc.NewPartitionReader(0, kafka.FirstOffset, budget)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for read := 0; read < n; {
+				recs, err := r.Fetch(context.Background(), 1000, budget, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(recs) == 0 {
+					t.Fatalf("%d of %d records read, then nothing", read, n)
+				}
+				read += len(recs)
+			}
+			if got := r.f.request.Load(); got < c.min || got > c.max {
+				t.Fatalf("request %d bytes after %d records of 50 KB; want %d to %d", got, n, c.min, c.max)
+			}
+		})
+	}
+}
+
+// incompressible is n bytes that lz4 cannot shrink.
+func incompressible(seed, n int) []byte {
+	b := make([]byte, n)
+	x := uint64(seed)*0x9E3779B97F4A7C15 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+	return b
+}

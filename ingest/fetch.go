@@ -44,7 +44,7 @@ type fetcher struct {
 	topic     string
 	partition int
 	isolation int8
-	maxBytes  int // bound on one response's record values (one record at least)
+	maxBytes  int          // bound on one response's record values (one record at least)
 	request   atomic.Int64 // the bytes a fetch asks for (see resize)
 	out       chan fetched
 	cancel    context.CancelFunc

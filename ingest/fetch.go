@@ -51,7 +51,7 @@ type fetcher struct {
 	done      chan struct{}
 	end       atomic.Int64 // the readable end: high watermark, or last stable offset at read_committed
 	pos       atomic.Int64 // the offset the next fetch asks for
-	pending   []Record     // received, not yet returned by take
+	pending   []Record     // received, not yet returned by PartitionReader.Fetch
 	first     func(ctx context.Context) (int64, int64, error)
 }
 

@@ -50,6 +50,7 @@ type fetcher struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	end       atomic.Int64 // the readable end: high watermark, or last stable offset at read_committed
+	hwm       atomic.Int64 // the high watermark
 	pos       atomic.Int64 // the offset the next fetch asks for
 	pending   []Record     // received, not yet returned by PartitionReader.Fetch
 	first     func(ctx context.Context) (int64, int64, error)
@@ -150,6 +151,7 @@ func (f *fetcher) fetch(ctx context.Context) ([]Record, error) {
 		}
 		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, kerr)
 	}
+	f.hwm.Store(p.HighWatermark)
 	end := p.HighWatermark
 	if f.isolation == int8(kafka.ReadCommitted) && p.LastStableOffset >= 0 {
 		end = p.LastStableOffset

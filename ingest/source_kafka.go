@@ -385,6 +385,7 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, fetchBytes
 	}
 	f.pos.Store(offset)
 	f.end.Store(offset)
+	f.hwm.Store(offset)
 	go f.run(ctx)
 	return &PartitionReader{f: f, partition: partition}, nil
 }
@@ -447,6 +448,11 @@ func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait tim
 // Lag is how many offsets the partition holds past the reader (to its
 // last stable offset at read_committed).
 func (p *PartitionReader) Lag() int64 { return max(p.f.end.Load()-p.f.pos.Load(), 0) }
+
+// HeldBack is how many offsets past the partition's last stable offset
+// the reader may not read yet at read_committed: the records after a
+// transaction that is still open (0 at read_uncommitted).
+func (p *PartitionReader) HeldBack() int64 { return max(p.f.hwm.Load()-p.f.end.Load(), 0) }
 
 // Close stops the reader. Idempotent.
 func (p *PartitionReader) Close() error {

@@ -203,6 +203,7 @@ func describeIngestMetrics(m *Metrics) {
 	m.Describe("emopipe_ingest_sequences_total", "counter", "Sequences committed by the ingester.")
 	m.Describe("emopipe_ingest_rejects_total", "counter", "Rejected records, by reason.")
 	m.Describe("emopipe_ingest_lag_records", "gauge", "Records in the partition past the ingester.")
+	m.Describe("emopipe_ingest_held_back_records", "gauge", "Offsets of the partition past its last stable offset: records after an open transaction, not readable at read_committed until it ends.")
 	m.Describe("emopipe_ingest_commit_seconds_total", "counter", "Time spent in commits (stage, Kafka offset, finalize).")
 	m.Describe("emopipe_ingest_commits_total", "counter", "Commits, by outcome (final, discarded).")
 	m.Describe("emopipe_ingest_tokenizer_workers", "gauge", "Goroutines tokenizing for all partitions.")
@@ -555,6 +556,7 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 			}
 		}
 		in.m.Set("emopipe_ingest_lag_records", float64(reader.Lag()), "partition", strconv.Itoa(a.Partition))
+		w.heldBack(reader.HeldBack(), reader.Lag())
 		if len(recs) > 0 {
 			in.lastIn.Store(time.Now().UnixNano()) // handling took time; idleness starts now
 		}
@@ -591,6 +593,11 @@ type partitionWork struct {
 	committed  int64 // offset the last final commit reached
 	ownStart   int64 // where this ownership began (commit metadata)
 	lastCommit time.Time
+	// heldSince is when the partition was first found read up to its
+	// last stable offset with records after it (zero: not so), and
+	// heldSaid whether that was logged.
+	heldSince time.Time
+	heldSaid  bool
 	// flight is the outcome of the commit in flight (nil if none), and
 	// flightEnd the offset it reaches.
 	flight    chan commitResult
@@ -658,6 +665,33 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 	in.m.Add("emopipe_ingest_sequences_total", float64(len(w.ps.batch.Sequences)-before))
 	w.next = recs[len(recs)-1].Offset + 1
 	return nil
+}
+
+// heldAfter is how long a partition waits behind an open transaction
+// before the ingester says so: Kafka Streams commits every 100 ms, Flink at
+// each checkpoint, and a producer that died holds its transaction until
+// the broker aborts it (transaction.timeout.ms, one minute by default).
+const heldAfter = 30 * time.Second
+
+// heldBack records the offsets the reader may not read yet (read_committed
+// behind an open transaction) and says once per wait when the ingester has
+// read everything else and waited heldAfter: without it, a stalled
+// partition looked caught up (its lag counts to the last stable offset).
+func (w *partitionWork) heldBack(held, lag int64) {
+	in := w.in
+	in.m.Set("emopipe_ingest_held_back_records", float64(held), "partition", strconv.Itoa(w.partition))
+	if held == 0 || lag > 0 {
+		w.heldSince, w.heldSaid = time.Time{}, false
+		return
+	}
+	if w.heldSince.IsZero() {
+		w.heldSince = time.Now()
+	}
+	if !w.heldSaid && time.Since(w.heldSince) >= heldAfter {
+		w.heldSaid = true
+		in.logf("partition %d: %d offsets wait behind a transaction still open after %v (read_committed reads them once it ends; --isolation read_uncommitted reads them now)",
+			w.partition, held, heldAfter)
+	}
 }
 
 // checkDeleted runs when the partition's records resume past the offset

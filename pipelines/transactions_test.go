@@ -38,6 +38,8 @@ func TestIngestLeavesOutAbortedTransactions(t *testing.T) {
 	)
 	committed := ids("committed-b", 40, "plain", 30, "committed-a", 25, "plain-late", 5)
 
+	// held is the last emopipe_ingest_held_back_records of partition 1.
+	var held float64
 	ingestOnce := func(dir, isolation string) (docs []string, rejects int) {
 		t.Helper()
 		cfg := ingestCfg(t, brokers, topic, dir)
@@ -48,6 +50,7 @@ func TestIngestLeavesOutAbortedTransactions(t *testing.T) {
 		if err := Ingest(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
+		held = cfg.Metrics.Get("emopipe_ingest_held_back_records", "partition", "1")
 		c, err := storecheck.ReadDir(dir) // fails on a document stored twice
 		if err != nil {
 			t.Fatal(err)
@@ -98,11 +101,17 @@ func TestIngestLeavesOutAbortedTransactions(t *testing.T) {
 	dir := t.TempDir()
 	docs, rejects := ingestOnce(dir, ingest.ReadCommitted)
 	same("read_committed, B's transaction open", docs, committed, rejects)
+	if held != 15 { // B's 10 open records and the 5 written after them
+		t.Fatalf("%v offsets of partition 1 reported held back behind B's open transaction; want 15", held)
+	}
 
 	p.Do(t, "commit B")
 	docs, rejects = ingestOnce(dir, ingest.ReadCommitted) // the same store and group: resumes
 	all := ids("committed-b", 40, "plain", 30, "committed-a", 25, "plain-late", 5, "open-b", 10, "after-open", 5)
 	same("read_committed, B's transaction committed", docs, all, rejects)
+	if held != 0 {
+		t.Fatalf("%v offsets of partition 1 reported held back after B's commit", held)
+	}
 
 	docs, rejects = ingestOnce(t.TempDir(), ingest.ReadUncommitted)
 	same("read_uncommitted", docs, append(all, ids("aborted-a", 50, "aborted-a1", 20)...), rejects)

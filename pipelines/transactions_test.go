@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,4 +128,35 @@ func ids(pairs ...any) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// A partition read up to its last stable offset, with records after it,
+// is said to wait behind an open transaction once per wait, after
+// heldAfter; one with records still to read before that offset is not.
+func TestHeldBackPartitionIsSaidOnce(t *testing.T) {
+	var log strings.Builder
+	w := &partitionWork{in: &Ingester{m: NewMetrics(), cfg: IngestConfig{Log: &log}}, partition: 1}
+	said := func() int { return strings.Count(log.String(), "wait behind a transaction still open") }
+	w.heldBack(15, 3) // records to read before the stable offset: not waiting
+	if !w.heldSince.IsZero() {
+		t.Fatal("a partition with records to read counted as waiting")
+	}
+	w.heldBack(15, 0)
+	w.heldBack(15, 0)
+	if said() != 0 {
+		t.Fatalf("said before %v: %q", heldAfter, log.String())
+	}
+	w.heldSince = time.Now().Add(-heldAfter)
+	w.heldBack(15, 0)
+	w.heldBack(15, 0)
+	if said() != 1 || w.in.m.Get("emopipe_ingest_held_back_records", "partition", "1") != 15 {
+		t.Fatalf("said %d times (want 1), gauge %v: %q", said(), w.in.m.Get("emopipe_ingest_held_back_records", "partition", "1"), log.String())
+	}
+	w.heldBack(0, 0) // the transaction ended
+	w.heldBack(15, 0)
+	w.heldSince = time.Now().Add(-heldAfter)
+	w.heldBack(15, 0)
+	if said() != 2 {
+		t.Fatalf("a second wait said %d times in all, want 2", said())
+	}
 }

@@ -171,7 +171,7 @@ func (f *fetcher) fetch(ctx context.Context) ([]Record, error) {
 		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: no progress (the batch holding the offset has no record at or after it)", f.topic, f.partition, pos)
 	}
 	f.pos.Store(next)
-	f.resize(request, valueBytes(recs))
+	f.resize(request, ValueBytes(recs))
 	return recs, nil
 }
 
@@ -283,7 +283,8 @@ func readBatches(rr protocol.RecordReader, pos int64, maxBytes int, keep *abortF
 	return out, next, nil
 }
 
-func valueBytes(recs []Record) int {
+// ValueBytes is the size of the records' values.
+func ValueBytes(recs []Record) int {
 	n := 0
 	for _, r := range recs {
 		n += len(r.Value)

@@ -531,7 +531,7 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 		// A short fetch means the partition is (nearly) caught up: commit
 		// now rather than at the interval, so a quiet stream's records are
 		// final within one fetch.
-		caughtUp := len(recs) < in.cfg.FetchMax && valueBytes(recs) < ra.fetchBytes
+		caughtUp := len(recs) < in.cfg.FetchMax && ingest.ValueBytes(recs) < ra.fetchBytes
 		// A fetch is handled in parts, so that a due commit starts early
 		// and runs while the rest is tokenized, and the last is small.
 		for i, last := 0, false; !last; {
@@ -790,15 +790,6 @@ func partEnd(recs []ingest.Record, i, maxBytes int) int {
 		j++
 	}
 	return j
-}
-
-// valueBytes is the size of the records' values.
-func valueBytes(recs []ingest.Record) int {
-	n := 0
-	for _, r := range recs {
-		n += len(r.Value)
-	}
-	return n
 }
 
 func (w *partitionWork) due() bool {

@@ -52,7 +52,6 @@ type fetcher struct {
 	end       atomic.Int64 // the readable end: high watermark, or last stable offset at read_committed
 	hwm       atomic.Int64 // the high watermark
 	pos       atomic.Int64 // the offset the next fetch asks for
-	pending   []Record     // received, not yet returned by PartitionReader.Fetch
 	first     func(ctx context.Context) (int64, int64, error)
 }
 
@@ -169,6 +168,9 @@ func (f *fetcher) fetch(ctx context.Context) ([]Record, error) {
 		// offset (kafka-go keeps it to itself) the reader cannot step over
 		// them. Said, not spun on silently.
 		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: no progress (the batch holding the offset has no record at or after it)", f.topic, f.partition, pos)
+	}
+	for i := range recs {
+		recs[i].Partition = f.partition
 	}
 	f.pos.Store(next)
 	f.resize(request, ValueBytes(recs))

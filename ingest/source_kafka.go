@@ -350,7 +350,8 @@ func (g *Group) CommittedOffset(ctx context.Context, partition int) (int64, stri
 type PartitionReader struct {
 	f         *fetcher
 	partition int
-	err       error // a fetch error met while records were being returned
+	err       error    // a fetch error met while records were being returned
+	pending   []Record // received from f, not yet returned by Fetch
 }
 
 // NewPartitionReader starts reading partition at offset (or
@@ -396,20 +397,19 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, fetchBytes
 // partition is handed on in large batches and an idle one costs no
 // latency. An empty result with a nil error means the partition is idle.
 func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait time.Duration) ([]Record, error) {
-	f := p.f
 	if err := p.err; err != nil {
 		p.err = nil
 		return nil, err
 	}
-	if len(f.pending) == 0 {
+	if len(p.pending) == 0 {
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		select {
-		case r := <-f.out:
+		case r := <-p.f.out:
 			if r.err != nil {
 				return nil, r.err
 			}
-			f.pending = r.recs
+			p.pending = r.recs
 		case <-timer.C:
 			return nil, nil
 		case <-ctx.Done():
@@ -419,28 +419,25 @@ func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait tim
 	var out []Record
 	size := 0
 	for len(out) < max && (maxBytes <= 0 || size < maxBytes) {
-		if len(f.pending) == 0 {
+		if len(p.pending) == 0 {
 			select {
-			case r := <-f.out:
+			case r := <-p.f.out:
 				if r.err != nil {
 					p.err = r.err // said at the next call
 					return out, nil
 				}
-				f.pending = r.recs
+				p.pending = r.recs
 			default:
 				return out, nil
 			}
 		}
 		n := 0
-		for n < len(f.pending) && len(out)+n < max && (maxBytes <= 0 || size < maxBytes) {
-			size += len(f.pending[n].Value)
+		for n < len(p.pending) && len(out)+n < max && (maxBytes <= 0 || size < maxBytes) {
+			size += len(p.pending[n].Value)
 			n++
 		}
-		for i := range n {
-			f.pending[i].Partition = p.partition
-		}
-		out = append(out, f.pending[:n]...)
-		f.pending = f.pending[n:]
+		out = append(out, p.pending[:n]...)
+		p.pending = p.pending[n:]
 	}
 	return out, nil
 }

@@ -122,10 +122,45 @@ func (f *fetcher) send(ctx context.Context, r fetched) bool {
 func (f *fetcher) fetch(ctx context.Context) ([]Record, error) {
 	pos := f.pos.Load()
 	request := max(f.request.Load(), minRequest)
-	rctx, cancel := context.WithTimeout(ctx, fetchMaxWait+30*time.Second)
+	p, err := f.roundTrip(ctx, pos, request, fetchMaxWait)
+	if err != nil {
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			return nil, f.outOfRange(ctx, pos)
+		}
+		return nil, err
+	}
+	f.hwm.Store(p.HighWatermark)
+	end := p.HighWatermark
+	if f.isolation == int8(kafka.ReadCommitted) && p.LastStableOffset >= 0 {
+		end = p.LastStableOffset
+	}
+	f.end.Store(end)
+	if p.RecordSet.Records == nil {
+		return nil, nil
+	}
+	recs, next, err := readBatches(p.RecordSet.Records, pos, f.maxBytes, newAbortFilter(f.isolation == int8(kafka.ReadCommitted), p.AbortedTransactions))
+	if err != nil {
+		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, err)
+	}
+	if next == pos && end > pos {
+		return nil, f.stepOver(ctx, pos, end, request, p.RecordSet.Records)
+	}
+	for i := range recs {
+		recs[i].Partition = f.partition
+	}
+	f.pos.Store(next)
+	f.resize(request, ValueBytes(recs))
+	return recs, nil
+}
+
+// roundTrip sends one fetch request for the partition at pos, asking for
+// request bytes, and returns the partition's part of the response; a
+// partition error comes back as the kafka.Error.
+func (f *fetcher) roundTrip(ctx context.Context, pos, request int64, wait time.Duration) (*fetchapi.ResponsePartition, error) {
+	rctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
 	defer cancel()
 	m, err := f.transport.RoundTrip(rctx, f.addr, &fetchapi.Request{
-		ReplicaID: -1, MaxWaitTime: int32(fetchMaxWait / time.Millisecond), MinBytes: 1,
+		ReplicaID: -1, MaxWaitTime: int32(wait / time.Millisecond), MinBytes: 1,
 		MaxBytes: int32(request), IsolationLevel: f.isolation, SessionID: -1, SessionEpoch: -1,
 		Topics: []fetchapi.RequestTopic{{Topic: f.topic, Partitions: []fetchapi.RequestPartition{{
 			Partition: int32(f.partition), CurrentLeaderEpoch: -1, FetchOffset: pos,
@@ -144,37 +179,94 @@ func (f *fetcher) fetch(ctx context.Context) ([]Record, error) {
 	}
 	p := &res.Topics[0].Partitions[0]
 	if p.ErrorCode != 0 {
-		kerr := kafka.Error(p.ErrorCode)
-		if errors.Is(kerr, kafka.OffsetOutOfRange) {
-			return nil, f.outOfRange(ctx, pos)
+		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, kafka.Error(p.ErrorCode))
+	}
+	return p, nil
+}
+
+// stepOver moves the reader past a response none of whose batches has a
+// record at or after pos. The broker answers from the batch that holds
+// pos, so each of them reaches pos or beyond, but compaction took its
+// records from pos on: Kafka keeps a compacted batch's last offset (for
+// its producer's sequence numbers), and the next fetch at pos gets the
+// same batch again. The Java consumer goes on at the batch's last offset
+// + 1; kafka-go's batch type does not give it. So, first, a larger
+// request, which brings the batches after it; when the request is at the
+// bound and the next batch still does not fit (or none follows before the
+// readable end), batchEnd finds where the batch ends.
+func (f *fetcher) stepOver(ctx context.Context, pos, end, request int64, rr protocol.RecordReader) error {
+	if request < int64(f.maxBytes) {
+		f.request.Store(min(2*request, int64(f.maxBytes)))
+		return nil
+	}
+	base, ok := firstBatchBase(rr)
+	if !ok {
+		return fmt.Errorf("kafka: fetch %s/%d at offset %d: no progress (the response has no record at or after the offset)", f.topic, f.partition, pos)
+	}
+	next, err := batchEnd(pos, end, func(q int64) (bool, error) {
+		p, err := f.roundTrip(ctx, q, minRequest, 0)
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			return true, nil
+		} else if err != nil {
+			return false, err
 		}
-		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, kerr)
-	}
-	f.hwm.Store(p.HighWatermark)
-	end := p.HighWatermark
-	if f.isolation == int8(kafka.ReadCommitted) && p.LastStableOffset >= 0 {
-		end = p.LastStableOffset
-	}
-	f.end.Store(end)
-	if p.RecordSet.Records == nil {
-		return nil, nil
-	}
-	recs, next, err := readBatches(p.RecordSet.Records, pos, f.maxBytes, newAbortFilter(f.isolation == int8(kafka.ReadCommitted), p.AbortedTransactions))
+		b, ok := firstBatchBase(p.RecordSet.Records)
+		return !ok || b != base, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: %w", f.topic, f.partition, pos, err)
-	}
-	if next == pos && end > pos {
-		// The response held only batches before pos: without their last
-		// offset (kafka-go keeps it to itself) the reader cannot step over
-		// them. Said, not spun on silently.
-		return nil, fmt.Errorf("kafka: fetch %s/%d at offset %d: no progress (the batch holding the offset has no record at or after it)", f.topic, f.partition, pos)
-	}
-	for i := range recs {
-		recs[i].Partition = f.partition
+		return err
 	}
 	f.pos.Store(next)
-	f.resize(request, ValueBytes(recs))
-	return recs, nil
+	return nil
+}
+
+// batchEnd returns the offset after the last one of the batch that holds
+// pos, given past(q): whether a fetch at q starts past that batch (false
+// up to its last offset, true after it). It probes at doubling distances
+// from pos, then halves the interval: about 2 log2(n) fetches for a batch
+// n offsets past pos. The readable end counts as past.
+func batchEnd(pos, end int64, past func(q int64) (bool, error)) (int64, error) {
+	in, out := pos, min(pos+1, end) // the batch holds in; out is past it
+	for out < end {
+		p, err := past(out)
+		if err != nil {
+			return 0, err
+		}
+		if p {
+			break
+		}
+		in, out = out, min(pos+2*(out-pos), end)
+	}
+	for out-in > 1 {
+		mid := in + (out-in)/2
+		p, err := past(mid)
+		if err != nil {
+			return 0, err
+		}
+		if p {
+			out = mid
+		} else {
+			in = mid
+		}
+	}
+	return out, nil
+}
+
+// firstBatchBase returns the base offset of a response's first batch.
+func firstBatchBase(rr protocol.RecordReader) (int64, bool) {
+	if s, ok := rr.(*protocol.RecordStream); ok {
+		if len(s.Records) == 0 {
+			return 0, false
+		}
+		rr = s.Records[0]
+	}
+	switch b := rr.(type) {
+	case *protocol.RecordBatch:
+		return b.BaseOffset, true
+	case *protocol.ControlBatch:
+		return b.BaseOffset, true
+	}
+	return 0, false
 }
 
 // resize sets the next request from the record values the last one

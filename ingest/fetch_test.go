@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"testing"
 	"time"
@@ -220,4 +222,44 @@ func incompressible(seed, n int) []byte {
 		b[i] = byte(x)
 	}
 	return b
+}
+
+// batchEnd finds where a compacted batch ends, whatever its length and
+// wherever the reader stands in it, in about 2 log2(n) fetches: over a
+// log of batches [base, last], a fetch at q starts at the first batch
+// whose last offset is at least q (as the broker answers).
+func TestBatchEndFindsWhereACompactedBatchEnds(t *testing.T) {
+	for _, last := range []int64{10, 11, 12, 17, 40, 100, 1000, 65_535} {
+		log := [][2]int64{{0, 9}, {10, last}, {last + 1, last + 3}} // batch 1 is the compacted one
+		for _, end := range []int64{last + 1, last + 4} {           // none after it, or one
+			for _, pos := range []int64{10, 11, (10 + last) / 2, last} {
+				if pos > last {
+					continue
+				}
+				fetches := 0
+				got, err := batchEnd(pos, end, func(q int64) (bool, error) {
+					fetches++
+					if q <= pos || q >= end {
+						t.Fatalf("batch [10,%d], pos %d, end %d: fetch at %d, outside (pos, end)", last, pos, end, q)
+					}
+					for _, b := range log {
+						if b[1] >= q {
+							return b[0] != 10, nil
+						}
+					}
+					return true, nil // nothing at q
+				})
+				if err != nil || got != last+1 {
+					t.Fatalf("batch [10,%d], pos %d, end %d: %d, %v; want %d", last, pos, end, got, err, last+1)
+				}
+				if n := last + 1 - pos; fetches > 2*bits.Len64(uint64(n))+1 {
+					t.Errorf("batch [10,%d], pos %d: %d fetches for %d offsets", last, pos, fetches, n)
+				}
+			}
+		}
+	}
+	// A failed fetch is the caller's error, not an offset.
+	if _, err := batchEnd(10, 100, func(int64) (bool, error) { return false, errors.New("broker down") }); err == nil {
+		t.Fatal("a failed fetch gave an offset")
+	}
 }

@@ -436,21 +436,27 @@ func WarmGroupCoordinator(ctx context.Context, brokers []string, timeout time.Du
 // CreateTopic creates topic with the given partition count (replication factor 1)
 // through kafka.Client.CreateTopics (routed to the controller; Conn.CreateTopics
 // fails on non-controller brokers) and waits until every partition has a leader.
-// An existing topic is an error.
-func CreateTopic(t testing.TB, brokers []string, topic string, partitions int) {
+// configs are topic settings ("cleanup.policy=compact"). An existing topic is
+// an error.
+func CreateTopic(t testing.TB, brokers []string, topic string, partitions int, configs ...string) {
 	t.Helper()
-	if err := CreateTopicErr(context.Background(), brokers, topic, partitions); err != nil {
+	if err := CreateTopicErr(context.Background(), brokers, topic, partitions, configs...); err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
 }
 
 // CreateTopicErr is CreateTopic returning its error.
-func CreateTopicErr(ctx context.Context, brokers []string, topic string, partitions int) error {
+func CreateTopicErr(ctx context.Context, brokers []string, topic string, partitions int, configs ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	var entries []kafka.ConfigEntry
+	for _, kv := range configs {
+		k, v, _ := strings.Cut(kv, "=")
+		entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
+		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1, ConfigEntries: entries,
 	}}})
 	if err != nil {
 		return fmt.Errorf("CreateTopics %q: %w", topic, err)

@@ -52,8 +52,13 @@ type fetcher struct {
 	end       atomic.Int64 // the readable end: high watermark, or last stable offset at read_committed
 	hwm       atomic.Int64 // the high watermark
 	pos       atomic.Int64 // the offset the next fetch asks for
+	failing   atomic.Value // failure: the last fetch's error, nil after a fetch that worked
 	first     func(ctx context.Context) (int64, int64, error)
 }
+
+// failure wraps a fetch error for fetcher.failing (an atomic.Value holds
+// one concrete type).
+type failure struct{ err error }
 
 // fetched is one response's records, or the error of a failed fetch.
 type fetched struct {
@@ -82,6 +87,7 @@ func (f *fetcher) run(ctx context.Context) {
 	var lastReport time.Time
 	for ctx.Err() == nil {
 		recs, err := f.fetch(ctx)
+		f.failing.Store(failure{err})
 		if err != nil {
 			if ctx.Err() != nil {
 				return

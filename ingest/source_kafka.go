@@ -451,6 +451,14 @@ func (p *PartitionReader) Lag() int64 { return max(p.f.end.Load()-p.f.pos.Load()
 // transaction that is still open (0 at read_uncommitted).
 func (p *PartitionReader) HeldBack() int64 { return max(p.f.hwm.Load()-p.f.end.Load(), 0) }
 
+// Failing returns the error of the reader's last fetch, or nil if it
+// worked: a partition that cannot be read looks idle otherwise, since
+// Fetch reports a run of failures only now and then.
+func (p *PartitionReader) Failing() error {
+	f, _ := p.f.failing.Load().(failure)
+	return f.err
+}
+
 // Close stops the reader. Idempotent.
 func (p *PartitionReader) Close() error {
 	if p.f == nil {

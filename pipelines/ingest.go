@@ -145,6 +145,9 @@ type Ingester struct {
 	// joining the group (a string). Both for the idle exit.
 	generation atomic.Int32
 	joinErr    atomic.Value
+	// unread holds, per partition whose last fetch failed, its error: the
+	// idle exit is then an error, not a success short of the records.
+	unread sync.Map
 }
 
 // Ingest opens the store and runs an ingester until ctx is cancelled (or
@@ -266,7 +269,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 			case in.busy.Load() != 0 || idle <= in.cfg.IdleExit:
 				return true
 			case in.generation.Load() != 0:
-				cancel(nil)
+				cancel(in.unreadErr())
 			case idle > joinWait:
 				why := ""
 				if e, _ := in.joinErr.Load().(string); e != "" {
@@ -345,6 +348,25 @@ func (in *Ingester) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// unreadErr is how an idle exit ends: nil, or an error naming the lowest
+// partition whose last fetch failed. Such a partition brings no record,
+// so it looked idle, and with --idle-exit the run ended with status 0
+// short of its records (a compacted batch the reader could not step over
+// did that, and a partition whose leader is down would).
+func (in *Ingester) unreadErr() error {
+	part, cause := -1, error(nil)
+	in.unread.Range(func(k, v any) bool {
+		if p := k.(int); part < 0 || p < part {
+			part, cause = p, v.(error)
+		}
+		return true
+	})
+	if part < 0 {
+		return nil
+	}
+	return fmt.Errorf("ingest: no record for %v (--idle-exit), and partition %d cannot be read: %w", in.cfg.IdleExit, part, cause)
 }
 
 // waitForTopic returns once the topic exists, or the broker cannot say
@@ -468,6 +490,7 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 		return err
 	}
 	defer reader.Close()
+	defer in.unread.Delete(a.Partition)
 
 	both, stop := context.WithCancel(ctx)
 	defer stop()
@@ -521,6 +544,11 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 				return err
 			}
 			return lost()
+		}
+		if err := reader.Failing(); err != nil {
+			in.unread.Store(a.Partition, err)
+		} else {
+			in.unread.Delete(a.Partition)
 		}
 		in.busy.Add(1)
 		if ferr != nil && both.Err() == nil {

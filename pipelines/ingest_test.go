@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/emopipe/emopipe/ingest"
 	"github.com/emopipe/emopipe/internal/kafkatest"
@@ -606,5 +609,48 @@ func TestFetchAndPartsAreBoundedInBytes(t *testing.T) {
 	}
 	if partEnd(nil, 0, handleBytes) != 0 {
 		t.Fatal("an empty fetch is not one empty part")
+	}
+}
+
+// A partition whose fetches keep failing brings no record, so it looked
+// idle: with --idle-exit the run ended with status 0 and its records
+// missing. Now the idle exit is an error that names the partition and
+// why it cannot be read.
+func TestIdleExitWithAnUnreadablePartitionIsAnError(t *testing.T) {
+	c := kafkatest.FakeCluster(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "docs"))
+	brokers := c.ListenAddrs()
+	produceFiles(t, brokers, "docs", 0, sampleCorpus)
+	c.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		r := req.(*kmsg.FetchRequest)
+		// emopipe's reader asks for one partition a request; partition 0
+		// is read as usual.
+		if len(r.Topics) != 1 || len(r.Topics[0].Partitions) != 1 || r.Topics[0].Partitions[0].Partition != 1 {
+			return nil, nil, false
+		}
+		st := kmsg.NewFetchResponseTopic()
+		st.Topic, st.TopicID = r.Topics[0].Topic, r.Topics[0].TopicID
+		sp := kmsg.NewFetchResponseTopicPartition()
+		sp.Partition, sp.ErrorCode = 1, kerr.KafkaStorageError.Code
+		st.Partitions = append(st.Partitions, sp)
+		resp := r.ResponseKind().(*kmsg.FetchResponse)
+		resp.Topics = append(resp.Topics, st)
+		return resp, nil, true
+	})
+	cfg := ingestCfg(t, brokers, "docs", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := Ingest(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), "partition 1 cannot be read") || !strings.Contains(err.Error(), "Storage") {
+		t.Fatalf("idle exit with partition 1 failing every fetch: %v; want an error naming it and its cause", err)
+	}
+	t.Log(err)
+	// Partition 0 was read all the same.
+	c2, rerr := storecheck.ReadDir(cfg.Store)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if len(c2.Records) == 0 {
+		t.Fatal("nothing of partition 0 stored")
 	}
 }

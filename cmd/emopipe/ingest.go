@@ -104,7 +104,7 @@ interrupted (or --idle-exit).`,
 	f.StringVar(&mode, "mode", "concat", "packing mode: concat or bestfit")
 	f.StringVar(&utf8Policy, "invalid-utf8", "reject", "invalid UTF-8: reject or replace")
 	f.DurationVar(&cfg.CommitInterval, "commit-interval", 0, "longest wait before read records are committed (default 1s)")
-	f.DurationVar(&cfg.IdleExit, "idle-exit", 0, "exit after no record arrived for this long (0: run until interrupted)")
+	f.DurationVar(&cfg.IdleExit, "idle-exit", 0, "exit after no record arrived for this long (0: run until interrupted); an error if a partition cannot be read then")
 	f.DurationVar(&cfg.Kafka.SessionTimeout, "session-timeout", cfg.Kafka.SessionTimeout, "group session timeout: how soon a dead member's partitions move")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9100)")
 	f.BoolVar(&quiet, "quiet", false, "no progress output")

@@ -3,6 +3,7 @@ package pipelines
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"reflect"
 	"runtime"
 	"strings"
@@ -652,5 +653,41 @@ func TestIdleExitWithAnUnreadablePartitionIsAnError(t *testing.T) {
 	}
 	if len(c2.Records) == 0 {
 		t.Fatal("nothing of partition 0 stored")
+	}
+}
+
+// The ingester's partition reader sends each fetch to its partition's
+// leader (kafka-go's transport routes it by the cluster's metadata): on
+// three brokers, with the partitions' leaders spread over them, every
+// document is read.
+func TestIngestReadsEachPartitionFromItsLeader(t *testing.T) {
+	c := kafkatest.FakeCluster(t, kfake.NumBrokers(3), kfake.SeedTopics(3, "docs"))
+	brokers := c.ListenAddrs()
+	leaders := map[int32]bool{}
+	for p := range int32(3) {
+		leaders[c.LeaderFor("docs", p)] = true
+	}
+	if len(leaders) < 2 {
+		t.Fatalf("kfake put the leaders of all 3 partitions on broker %v", leaders)
+	}
+	var mu sync.Mutex
+	fetched := map[int32]bool{} // the brokers that answered a fetch with records
+	c.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		fetched[c.CurrentNode()] = true
+		mu.Unlock()
+		return nil, nil, false
+	})
+	produceFiles(t, brokers, "docs", 0, sampleCorpus)
+	cfg := ingestCfg(t, brokers[:1], "docs", t.TempDir()) // one bootstrap broker
+	if err := Ingest(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	checkSampleIngested(t, cfg.Store)
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(fetched) != fmt.Sprint(leaders) {
+		t.Fatalf("fetches went to brokers %v; the partitions' leaders are %v", fetched, leaders)
 	}
 }

@@ -40,6 +40,7 @@ const (
 // Java consumer does.
 type fetcher struct {
 	transport *kafka.Transport
+	renew     func() *kafka.Transport // a transport with no metadata cached (see run)
 	addr      net.Addr
 	topic     string
 	partition int
@@ -91,6 +92,15 @@ func (f *fetcher) run(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			// The transport routes a fetch to the leader its cached
+			// metadata names, and refreshes that cache only every 0-6 s
+			// (kafka-go's MetadataTTL): after a leader moved, fetches
+			// went to the old one, "not leader", for up to 5 s. A new
+			// transport asks for the metadata at the next fetch.
+			if f.renew != nil {
+				f.transport.CloseIdleConnections()
+				f.transport = f.renew()
 			}
 			if time.Since(lastReport) >= errorEvery {
 				lastReport = time.Now()

@@ -364,7 +364,7 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, fetchBytes
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fetcher{
-		transport: c.Transport(), addr: kafka.TCP(c.Brokers...), topic: c.Topic, partition: partition,
+		transport: c.Transport(), renew: c.Transport, addr: kafka.TCP(c.Brokers...), topic: c.Topic, partition: partition,
 		isolation: int8(kafka.ReadCommitted), maxBytes: fetchBytes,
 		out: make(chan fetched), cancel: cancel, done: make(chan struct{}),
 	}

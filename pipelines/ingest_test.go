@@ -664,11 +664,14 @@ func TestIngestReadsEachPartitionFromItsLeader(t *testing.T) {
 	c := kafkatest.FakeCluster(t, kfake.NumBrokers(3), kfake.SeedTopics(3, "docs"))
 	brokers := c.ListenAddrs()
 	leaders := map[int32]bool{}
-	for p := range int32(3) {
+	for p := range int32(3) { // kfake places leaders at random: one a broker
+		if err := c.MoveTopicPartition("docs", p, p); err != nil {
+			t.Fatal(err)
+		}
 		leaders[c.LeaderFor("docs", p)] = true
 	}
-	if len(leaders) < 2 {
-		t.Fatalf("kfake put the leaders of all 3 partitions on broker %v", leaders)
+	if len(leaders) != 3 {
+		t.Fatalf("the partitions' leaders are %v, want 3 brokers", leaders)
 	}
 	var mu sync.Mutex
 	fetched := map[int32]bool{} // the brokers that answered a fetch with records

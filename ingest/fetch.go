@@ -54,6 +54,7 @@ type fetcher struct {
 	hwm       atomic.Int64 // the high watermark
 	pos       atomic.Int64 // the offset the next fetch asks for
 	failing   atomic.Value // failure: the last fetch's error, nil after a fetch that worked
+	jumped    bool         // pos moved to the log start (outOfRange): not read through
 	first     func(ctx context.Context) (int64, int64, error)
 }
 
@@ -61,10 +62,13 @@ type fetcher struct {
 // one concrete type).
 type failure struct{ err error }
 
-// fetched is one response's records, or the error of a failed fetch.
+// fetched is one response's records and the offset after everything it
+// held (records, transaction markers, aborted or compacted offsets), or
+// the error of a failed fetch.
 type fetched struct {
-	recs []Record
-	err  error
+	recs    []Record
+	through int64
+	err     error
 }
 
 const (
@@ -87,6 +91,7 @@ func (f *fetcher) run(ctx context.Context) {
 	backoff := fetchBackoffMin
 	var lastReport time.Time
 	for ctx.Err() == nil {
+		pos := f.pos.Load()
 		recs, err := f.fetch(ctx)
 		f.failing.Store(failure{err})
 		if err != nil {
@@ -117,9 +122,14 @@ func (f *fetcher) run(ctx context.Context) {
 			continue
 		}
 		backoff, lastReport = fetchBackoffMin, time.Time{}
-		if len(recs) > 0 && !f.send(ctx, fetched{recs: recs}) {
+		// A response of only markers, aborted or compacted offsets is
+		// handed on too: the consumer's position moves past them. A jump
+		// to the log start is not: those offsets were not read.
+		through := f.pos.Load()
+		if (len(recs) > 0 || through > pos && !f.jumped) && !f.send(ctx, fetched{recs: recs, through: through}) {
 			return
 		}
+		f.jumped = false
 	}
 }
 
@@ -319,6 +329,7 @@ func (f *fetcher) outOfRange(ctx context.Context, pos int64) error {
 	}
 	if pos < first {
 		f.pos.Store(first)
+		f.jumped = true
 		return nil
 	}
 	if pos < last {

@@ -352,6 +352,9 @@ type PartitionReader struct {
 	partition int
 	err       error    // a fetch error met while records were being returned
 	pending   []Record // received from f, not yet returned by Fetch
+	// pendingThrough is the offset after everything the response of
+	// pending held, and through ReadThrough's offset.
+	pendingThrough, through int64
 }
 
 // NewPartitionReader starts reading partition at offset (or
@@ -388,15 +391,15 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, fetchBytes
 	f.end.Store(offset)
 	f.hwm.Store(offset)
 	go f.run(ctx)
-	return &PartitionReader{f: f, partition: partition}, nil
+	return &PartitionReader{f: f, partition: partition, through: offset, pendingThrough: offset}, nil
 }
 
-// Fetch returns up to max records, and stops after the record that
+// Fetch returns up to maxRecs records, and stops after the record that
 // brings their values to maxBytes (0: no bound), waiting at most wait for
 // the first. After the first it takes only what has arrived, so a busy
 // partition is handed on in large batches and an idle one costs no
 // latency. An empty result with a nil error means the partition is idle.
-func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait time.Duration) ([]Record, error) {
+func (p *PartitionReader) Fetch(ctx context.Context, maxRecs, maxBytes int, wait time.Duration) ([]Record, error) {
 	if err := p.err; err != nil {
 		p.err = nil
 		return nil, err
@@ -409,7 +412,7 @@ func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait tim
 			if r.err != nil {
 				return nil, r.err
 			}
-			p.pending = r.recs
+			p.pending, p.pendingThrough = r.recs, r.through
 		case <-timer.C:
 			return nil, nil
 		case <-ctx.Done():
@@ -418,7 +421,7 @@ func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait tim
 	}
 	var out []Record
 	size := 0
-	for len(out) < max && (maxBytes <= 0 || size < maxBytes) {
+	for len(out) < maxRecs && (maxBytes <= 0 || size < maxBytes) {
 		if len(p.pending) == 0 {
 			select {
 			case r := <-p.f.out:
@@ -426,21 +429,35 @@ func (p *PartitionReader) Fetch(ctx context.Context, max, maxBytes int, wait tim
 					p.err = r.err // said at the next call
 					return out, nil
 				}
-				p.pending = r.recs
+				p.pending, p.pendingThrough = r.recs, r.through
 			default:
 				return out, nil
 			}
 		}
 		n := 0
-		for n < len(p.pending) && len(out)+n < max && (maxBytes <= 0 || size < maxBytes) {
+		for n < len(p.pending) && len(out)+n < maxRecs && (maxBytes <= 0 || size < maxBytes) {
 			size += len(p.pending[n].Value)
 			n++
 		}
 		out = append(out, p.pending[:n]...)
 		p.pending = p.pending[n:]
+		if n > 0 {
+			p.through = max(p.through, out[len(out)-1].Offset+1)
+		}
+		if len(p.pending) == 0 {
+			p.through = max(p.through, p.pendingThrough)
+		}
 	}
 	return out, nil
 }
+
+// ReadThrough is the offset after everything Fetch has returned or read
+// past: transaction markers, aborted transactions and offsets that
+// compaction emptied hold no record for the caller, so a consumer that
+// has handled every record Fetch returned is at this offset, not at the
+// one after its last record. (A jump to the log start, past records that
+// retention deleted, is not read past: the records after it come first.)
+func (p *PartitionReader) ReadThrough() int64 { return p.through }
 
 // Lag is how many offsets the partition holds past the reader (to its
 // last stable offset at read_committed).

@@ -555,6 +555,9 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 			in.logf("partition %d: %v (retrying)", a.Partition, ferr)
 			sleepCtx(both, time.Second)
 		}
+		if len(recs) == 0 && ferr == nil {
+			w.readPast(reader.ReadThrough())
+		}
 		stopping := both.Err() != nil
 		// A short fetch means the partition is (nearly) caught up: commit
 		// now rather than at the interval, so a quiet stream's records are
@@ -720,6 +723,21 @@ func (w *partitionWork) heldBack(held, lag int64) {
 		in.logf("partition %d: %d offsets wait behind a transaction still open after %v (read_committed reads them once it ends; --isolation read_uncommitted reads them now)",
 			w.partition, held, heldAfter)
 	}
+}
+
+// readPast moves the partition's position to through, the reader's
+// position past offsets that hold no record for it (transaction markers,
+// aborted transactions, offsets compaction emptied), so that its store and
+// group offsets reach the partition's end: a partition ending with a
+// transaction's commit marker showed a lag of 1 in Kafka's tools for as
+// long as no record followed. Retention is checked for as when records
+// resume past the expected offset.
+func (w *partitionWork) readPast(through int64) {
+	if through <= w.next {
+		return
+	}
+	w.checkDeleted(through)
+	w.next = through
 }
 
 // checkDeleted runs when the partition's records resume past the offset

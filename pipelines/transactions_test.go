@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/emopipe/emopipe/ingest"
 	"github.com/emopipe/emopipe/internal/kafkatest"
 	"github.com/emopipe/emopipe/internal/storecheck"
@@ -113,9 +115,45 @@ func TestIngestLeavesOutAbortedTransactions(t *testing.T) {
 	if held != 0 {
 		t.Fatalf("%v offsets of partition 1 reported held back after B's commit", held)
 	}
+	// Partition 1 ends with B's commit marker: the group's offset is past
+	// it, so Kafka's tools show no lag (it stopped after the last record).
+	if lag := groupLag(t, brokers, "g-"+ingest.ReadCommitted+"-"+topic, topic, 2); lag[0] != 0 || lag[1] != 0 {
+		t.Fatalf("group lag by partition %v after reading everything; want 0 for both", lag)
+	}
 
 	docs, rejects = ingestOnce(t.TempDir(), ingest.ReadUncommitted)
 	same("read_uncommitted", docs, append(all, ids("aborted-a", 50, "aborted-a1", 20)...), rejects)
+}
+
+// groupLag is, by partition, the partition's end offset minus the group's
+// committed offset, as Kafka's consumer-group tools show it.
+func groupLag(t *testing.T, brokers []string, group, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	var parts []int
+	var ends []kafka.OffsetRequest
+	for p := range partitions {
+		parts = append(parts, p)
+		ends = append(ends, kafka.LastOffsetOf(p))
+	}
+	committed, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: ends}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lag := map[int]int64{}
+	for _, p := range last.Topics[topic] {
+		lag[p.Partition] = p.LastOffset
+	}
+	for _, p := range committed.Topics[topic] {
+		lag[p.Partition] -= p.CommittedOffset
+	}
+	return lag
 }
 
 // ids lists prefix-0 … prefix-(n-1) for each (prefix, n) pair, sorted.

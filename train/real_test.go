@@ -86,9 +86,13 @@ func TestTrainsBelowUnigramEntropy(t *testing.T) {
 				t.Logf("  %-10s %.3f (%d tokens)", d, v.Loss, v.Tokens)
 			}
 			// ~180k training tokens fit the CPU budget of this test: enough to go
-			// clearly below the unigram entropy (~0.4 nats here), not to converge
-			// (docs/train.md has a longer run).
-			if !(last.Loss < uni-0.25) {
+			// clearly below the unigram entropy, not to converge (docs/train.md
+			// has a longer run). How far below depends on the CPU: the go
+			// backend's SIMD kernels round differently with AVX-512 and with
+			// AVX2 only, and the trajectories part. The standard router ended
+			// 0.37 nats below on the first machine and 0.25 on an AVX2-only
+			// EPYC, where a margin of 0.25 failed by rounding.
+			if !(last.Loss < uni-0.15) {
 				t.Errorf("held-out loss %.3f is not well below the unigram entropy %.3f", last.Loss, uni)
 			}
 			if !(last.Loss < first.Loss-2) {

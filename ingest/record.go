@@ -44,6 +44,11 @@ const (
 	ReasonIDTooLong     = "id_too_long"
 	ReasonUnreadable    = "unreadable"
 	ReasonDecompress    = "decompress_error"
+	// ReasonTombstone is a record with a null value: in a compacted topic
+	// the deletion of its key. The store keeps what it has (packed
+	// sequences are not taken back); the tombstone is counted, not taken
+	// for malformed input.
+	ReasonTombstone = "tombstone"
 	// ReasonOffsetsDeleted records Kafka offsets that the topic's retention
 	// deleted before they were read (Position "offsets A-B"): the records
 	// are gone, and the store says so.

@@ -182,6 +182,23 @@ func TestKafkaParseNamesSourceAndPosition(t *testing.T) {
 	}
 }
 
+// A record with a null value (a compacted topic's deletion of its key) is
+// a tombstone, named by its key, in either format; an empty value is not.
+func TestKafkaParseTellsTombstonesFromEmptyRecords(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		c := DefaultKafkaConfig()
+		c.Topic, c.Format = "docs", format
+		_, rej := c.Parse(Record{Partition: 1, Offset: 7, Key: []byte("doc-9")})
+		if rej == nil || rej.Reason != ReasonTombstone || rej.DocKey != "doc-9" || rej.Position != "offset 7" {
+			t.Fatalf("%s: null value: reject %+v", format, rej)
+		}
+		doc, rej := c.Parse(Record{Partition: 1, Offset: 8, Key: []byte("doc-9"), Value: []byte{}})
+		if rej != nil && rej.Reason == ReasonTombstone {
+			t.Fatalf("%s: empty value taken for a tombstone: doc %+v", format, doc)
+		}
+	}
+}
+
 // The wide copy (AVX2) decodes exactly as the eight-byte loop does, with a
 // special byte at every position of the first and second 32-byte step and
 // near the end of the string.

@@ -198,6 +198,14 @@ func (c *KafkaConfig) Parse(r Record) (Document, *Reject) {
 	pos := "offset " + off
 	src := "kafka:" + c.Topic + "/" + part // SourceName, without fmt on every record
 	fallback := c.Topic + "/" + part + "/" + off
+	if r.Value == nil { // a null value, not an empty one
+		key := fallback
+		if len(r.Key) > 0 {
+			key = string(r.Key)
+		}
+		return Document{}, &Reject{Source: src, Position: pos, DocKey: key, Reason: ReasonTombstone,
+			Detail: "null value: a deletion of its key in a compacted topic; documents already stored stay"}
+	}
 	if len(r.Value) > c.MaxDocBytes {
 		return Document{}, &Reject{Source: src, Position: pos, DocKey: fallback, Reason: ReasonOversize,
 			Detail: fmt.Sprintf("%d-byte record, more than max_doc_bytes %d", len(r.Value), c.MaxDocBytes), Bytes: len(r.Value)}

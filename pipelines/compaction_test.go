@@ -10,6 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/emopipe/emopipe/ingest"
 	"github.com/emopipe/emopipe/internal/kafkatest"
 	"github.com/emopipe/emopipe/internal/storecheck"
 )
@@ -63,6 +64,10 @@ func TestIngestReadsCompactedTopics(t *testing.T) {
 	batch("d6:5000", "d7:5000")
 	time.Sleep(300 * time.Millisecond) // segment.ms: the next record rolls the segment
 	batch("d8")
+	// A tombstone: d5 deleted (it stays in the active segment, after d5).
+	if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte("d5")}); err != nil {
+		t.Fatal(err)
+	}
 	waitCompacted(t, brokers, topic, 10)
 
 	want := []string{"d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"}
@@ -90,6 +95,10 @@ func TestIngestReadsCompactedTopics(t *testing.T) {
 		sort.Strings(got)
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("fetch bound %d: documents %v, want %v", fetchBytes, got, want)
+		}
+		// The tombstone is counted as one, not as malformed input.
+		if n := cfg.Metrics.Sum("emopipe_ingest_rejects_total"); n != 1 || cfg.Metrics.Get("emopipe_ingest_rejects_total", "reason", ingest.ReasonTombstone) != 1 {
+			t.Fatalf("fetch bound %d: %v rejects, want the tombstone of d5 alone", fetchBytes, n)
 		}
 	}
 }

@@ -321,21 +321,47 @@ func (f *fetcher) resize(request int64, values int) {
 // outOfRange handles a fetch offset the partition does not hold: before
 // its log start (retention deleted those records) the reader moves to the
 // log start, as kafka-go's Reader does (the ingester notices the jump and
-// records the deleted range); past its end it waits for records.
+// records the deleted range); past its end, still so a second later, it
+// is a TruncatedError.
 func (f *fetcher) outOfRange(ctx context.Context, pos int64) error {
-	first, last, err := f.first(ctx)
-	if err != nil {
-		return fmt.Errorf("kafka: fetch %s/%d at offset %d: out of range, and the partition's offsets are unknown: %w", f.topic, f.partition, pos, err)
+	for retry := true; ; retry = false {
+		first, last, err := f.first(ctx)
+		if err != nil {
+			return fmt.Errorf("kafka: fetch %s/%d at offset %d: out of range, and the partition's offsets are unknown: %w", f.topic, f.partition, pos, err)
+		}
+		if pos < first {
+			f.pos.Store(first)
+			f.jumped = true
+			return nil
+		}
+		if pos <= last {
+			return nil // written since: fetch again
+		}
+		if !retry {
+			return &TruncatedError{Topic: f.topic, Partition: f.partition, Pos: pos, End: last}
+		}
+		select { // a new leader's end may lag for a moment
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	if pos < first {
-		f.pos.Store(first)
-		f.jumped = true
-		return nil
-	}
-	if pos < last {
-		return nil // written since: fetch again
-	}
-	return fmt.Errorf("kafka: fetch %s/%d at offset %d: the partition ends at offset %d; waiting for records", f.topic, f.partition, pos, last)
+}
+
+// TruncatedError is a partition that ends before the reader's position:
+// the topic was deleted and created again (its offsets start over), or
+// an unclean leader election cut the log. Waiting was wrong either way:
+// once the partition grew past the position again, the reader went on
+// from there, and the records before it were never read.
+type TruncatedError struct {
+	Topic     string
+	Partition int
+	Pos, End  int64
+}
+
+func (e *TruncatedError) Error() string {
+	return fmt.Sprintf("kafka: %s/%d ends at offset %d, before offset %d where it was read to: the topic was deleted and created again, or an unclean leader election cut its log",
+		e.Topic, e.Partition, e.End, e.Pos)
 }
 
 // readBatches returns the data records at or after pos of a fetch

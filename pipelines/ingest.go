@@ -550,6 +550,9 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 		} else {
 			in.unread.Delete(a.Partition)
 		}
+		if te := (*ingest.TruncatedError)(nil); errors.As(ferr, &te) {
+			return fmt.Errorf("ingest: partition %d: %w. The offsets read before are the old log's, and a partition is not read backwards: ingest the topic into a new store with a new group", a.Partition, te)
+		}
 		in.busy.Add(1)
 		if ferr != nil && both.Err() == nil {
 			in.logf("partition %d: %v (retrying)", a.Partition, ferr)

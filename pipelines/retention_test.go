@@ -3,6 +3,7 @@ package pipelines
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -101,5 +102,69 @@ func TestIngestRecordsOffsetsDeletedByRetention(t *testing.T) {
 	t.Logf("recorded: %+v", rejects[0])
 	if got := cfg.Metrics.Sum("emopipe_ingest_records_deleted_total"); got != 20 {
 		t.Fatalf("emopipe_ingest_records_deleted_total = %v, want 20", got)
+	}
+}
+
+// A topic deleted and created again starts its offsets over. The store
+// has read the old one further than the new one reaches: the reader used
+// to wait there, logging "waiting for records" every 30 s, and once the
+// new topic grew past that offset it went on from it, the records before
+// never read (with --idle-exit the run ended, status 0, having read
+// nothing). Now it is an error that says what happened.
+func TestIngestStopsOnATopicCreatedAgain(t *testing.T) {
+	brokers := kafkatest.Shared(t) // skips without a real broker
+	topic := "again-" + time.Now().Format("150405.000")
+	write := func(prefix string, n int) {
+		t.Helper()
+		w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+		defer w.Close()
+		var msgs []kafka.Message
+		for i := range n {
+			msgs = append(msgs, kafka.Message{Value: fmt.Appendf(nil, `{"id":"%s-%d","text":"document %d of the %s topic"}`, prefix, i, i, prefix)})
+		}
+		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ingestOnce := func(cfg IngestConfig) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		return Ingest(ctx, cfg)
+	}
+	kafkatest.CreateTopic(t, brokers, topic, 1)
+	write("old", 30)
+	cfg := ingestCfg(t, brokers, topic, t.TempDir())
+	if err := ingestOnce(cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	if resp, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}}); err != nil || resp.Errors[topic] != nil {
+		t.Fatalf("delete topic: %v %v", err, resp)
+	}
+	for { // deletion is asynchronous: creating it again fails until it is done
+		if err := kafkatest.CreateTopicErr(ctx, brokers, topic, 1); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("create the topic again: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	write("new", 10)
+
+	cfg.IdleExit = 0 // it stops by itself, not by going idle
+	err := ingestOnce(cfg)
+	if te := (*ingest.TruncatedError)(nil); !errors.As(err, &te) || te.Pos != 30 || te.End != 10 {
+		t.Fatalf("ingest after the topic was created again: %v; want an error saying it ends at offset 10, before 30", err)
+	}
+	t.Log(err)
+	got, err := storecheck.ReadDir(cfg.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Records) != 30 {
+		t.Fatalf("%d documents in the store, want the old topic's 30", len(got.Records))
 	}
 }

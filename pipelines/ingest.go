@@ -2,9 +2,11 @@ package pipelines
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"strconv"
@@ -115,6 +117,27 @@ func (c *IngestConfig) defaults() error {
 type partitionState struct {
 	Next int64  `json:"next"` // next offset to read
 	Tail []byte `json:"tail,omitempty"`
+	// Last is the last record read. A restart reads from it again and
+	// checks that it is the same record: a topic deleted and created
+	// again, as long as the store had read or longer, was otherwise read
+	// on from the old offset, its records before it never read.
+	Last *recordMark `json:"last,omitempty"`
+}
+
+// recordMark identifies a record: its offset, and a checksum of its key,
+// value and timestamp.
+type recordMark struct {
+	Offset int64  `json:"offset"`
+	Sum    uint32 `json:"crc32c"`
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func markOf(r *ingest.Record) *recordMark {
+	sum := crc32.Update(0, castagnoli, r.Key)
+	sum = crc32.Update(sum, castagnoli, r.Value)
+	sum = crc32.Update(sum, castagnoli, binary.LittleEndian.AppendUint64(nil, uint64(r.Time.UnixMilli())))
+	return &recordMark{Offset: r.Offset, Sum: sum}
 }
 
 // Ingester consumes a topic in a consumer group into one store, exactly
@@ -484,8 +507,14 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 			a.Partition, a.Committed, in.cfg.Kafka.Group, has)
 		start = a.Committed
 	}
+	// Read from the last record read, to check it is still there.
+	var verify *recordMark
+	readFrom := start
+	if last := state.Last; last != nil && start == state.Next && last.Offset < start {
+		verify, readFrom = last, last.Offset
+	}
 	ra := shareReadAhead(len(gen.Partitions), in.cfg.FetchMaxBytes)
-	reader, err := kc.NewPartitionReader(a.Partition, start, ra.fetchBytes)
+	reader, err := kc.NewPartitionReader(a.Partition, readFrom, ra.fetchBytes)
 	if err != nil {
 		return err
 	}
@@ -504,6 +533,9 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 
 	w := &partitionWork{in: in, gen: gen, partition: a.Partition, src: src, packer: packer,
 		ps: newPackStage(in.st, packer, in.pending), next: start, sent: start, committed: start, ownStart: start, lastCommit: time.Now()}
+	if start == state.Next {
+		w.last, w.committedLast = state.Last, state.Last
+	}
 	// The commit in flight must end before the generation does.
 	defer w.wait()
 	// lost handles a batch the group moved on without: its records, and
@@ -551,7 +583,19 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 			in.unread.Delete(a.Partition)
 		}
 		if te := (*ingest.TruncatedError)(nil); errors.As(ferr, &te) {
-			return fmt.Errorf("ingest: partition %d: %w. The offsets read before are the old log's, and a partition is not read backwards: ingest the topic into a new store with a new group", a.Partition, te)
+			read := *te // the reader may stand on the last record read, to check it
+			read.Pos = max(read.Pos, w.next)
+			return fmt.Errorf("ingest: partition %d: %w. %s", a.Partition, &read, oldLog)
+		}
+		if verify != nil && len(recs) > 0 {
+			// A record before it (compaction, retention) cannot be told.
+			if recs[0].Offset == verify.Offset && markOf(&recs[0]).Sum != verify.Sum {
+				return fmt.Errorf("ingest: partition %d: the record at offset %d is not the one this store read there: the topic was deleted and created again. %s", a.Partition, verify.Offset, oldLog)
+			}
+			verify = nil
+		}
+		for len(recs) > 0 && recs[0].Offset < start { // read again to check
+			recs = recs[1:]
 		}
 		in.busy.Add(1)
 		if ferr != nil && both.Err() == nil {
@@ -615,18 +659,21 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 
 // partitionWork is one partition's unfinished batch.
 type partitionWork struct {
-	in         *Ingester
-	gen        *ingest.Generation
-	partition  int
-	src        string
-	packer     *packing.Packer
-	ps         *packStage
-	dead       []ingest.DeadLetter
-	next       int64 // offset after the last record handled
-	sent       int64 // offset the last commit started reaches
-	committed  int64 // offset the last final commit reached
-	ownStart   int64 // where this ownership began (commit metadata)
-	lastCommit time.Time
+	in        *Ingester
+	gen       *ingest.Generation
+	partition int
+	src       string
+	packer    *packing.Packer
+	ps        *packStage
+	dead      []ingest.DeadLetter
+	next      int64 // offset after the last record handled
+	sent      int64 // offset the last commit started reaches
+	committed int64 // offset the last final commit reached
+	// last is the last record handled, committedLast the last one the
+	// last final commit reached (partitionState.Last).
+	last, committedLast *recordMark
+	ownStart            int64 // where this ownership began (commit metadata)
+	lastCommit          time.Time
 	// heldSince is when the partition was first found read up to its
 	// last stable offset with records after it (zero: not so), and
 	// heldSaid whether that was logged.
@@ -634,8 +681,9 @@ type partitionWork struct {
 	heldSaid  bool
 	// flight is the outcome of the commit in flight (nil if none), and
 	// flightEnd the offset it reaches.
-	flight    chan commitResult
-	flightEnd int64
+	flight     chan commitResult
+	flightEnd  int64
+	flightLast *recordMark
 }
 
 type commitResult struct {
@@ -698,6 +746,7 @@ func (w *partitionWork) handle(recs []ingest.Record) error {
 	in.m.Add("emopipe_ingest_tokens_total", float64(tokens))
 	in.m.Add("emopipe_ingest_sequences_total", float64(len(w.ps.batch.Sequences)-before))
 	w.next = recs[len(recs)-1].Offset + 1
+	w.last = markOf(&recs[len(recs)-1])
 	return nil
 }
 
@@ -727,6 +776,10 @@ func (w *partitionWork) heldBack(held, lag int64) {
 			w.partition, held, heldAfter)
 	}
 }
+
+// oldLog ends the errors of a partition whose log is no longer the one
+// the store read.
+const oldLog = "The offsets read before are the old log's, and a partition is not read backwards: ingest the topic into a new store with a new group"
 
 // readPast moves the partition's position to through, the reader's
 // position past offsets that hold no record for it (transaction markers,
@@ -863,7 +916,7 @@ func (w *partitionWork) commit() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	state, _ := json.Marshal(partitionState{Next: w.next, Tail: tail})
+	state, _ := json.Marshal(partitionState{Next: w.next, Tail: tail, Last: w.last})
 	batch, keys := w.ps.detach()
 	batch.Sources = map[string][]byte{w.src: state}
 	dead := w.dead
@@ -872,7 +925,7 @@ func (w *partitionWork) commit() (bool, error) {
 	in := w.in
 	in.busy.Add(1) // a commit in flight is work, not idleness
 	done := make(chan commitResult, 1)
-	w.flight, w.flightEnd, w.sent, w.lastCommit = done, end, end, time.Now()
+	w.flight, w.flightEnd, w.flightLast, w.sent, w.lastCommit = done, end, w.last, end, time.Now()
 	go func() {
 		defer in.busy.Add(-1)
 		landed, err := w.run(&batch, dead, end)
@@ -907,7 +960,7 @@ func (w *partitionWork) poll() (bool, error) {
 func (w *partitionWork) result(r commitResult) (bool, error) {
 	w.flight = nil
 	if r.err == nil && r.landed {
-		w.committed = w.flightEnd
+		w.committed, w.committedLast = w.flightEnd, w.flightLast
 	}
 	return r.landed, r.err
 }
@@ -997,7 +1050,7 @@ func (w *partitionWork) reloadAndFlush(revoked bool) error {
 	if err := w.packer.UnmarshalState(st.Tail); err != nil {
 		return err
 	}
-	w.committed = st.Next
+	w.committed, w.committedLast = st.Next, st.Last
 	if !revoked {
 		return nil
 	}
@@ -1009,7 +1062,7 @@ func (w *partitionWork) flushTail() error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	state, _ := json.Marshal(partitionState{Next: w.committed})
+	state, _ := json.Marshal(partitionState{Next: w.committed, Last: w.committedLast})
 	_, err := w.in.st.Commit(&store.Batch{Sequences: seqs, Sources: map[string][]byte{w.src: state}})
 	w.in.m.Add("emopipe_ingest_sequences_total", float64(len(seqs)))
 	return err
@@ -1115,7 +1168,7 @@ func (in *Ingester) flushOrphanTails(owned map[int]bool) error {
 		if err := packer.UnmarshalState(ps.Tail); err != nil {
 			return err
 		}
-		w := &partitionWork{in: in, src: src, packer: packer, committed: ps.Next}
+		w := &partitionWork{in: in, src: src, packer: packer, committed: ps.Next, committedLast: ps.Last}
 		if err := w.flushTail(); err != nil {
 			return err
 		}

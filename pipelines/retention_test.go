@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,12 +106,14 @@ func TestIngestRecordsOffsetsDeletedByRetention(t *testing.T) {
 	}
 }
 
-// A topic deleted and created again starts its offsets over. The store
-// has read the old one further than the new one reaches: the reader used
-// to wait there, logging "waiting for records" every 30 s, and once the
-// new topic grew past that offset it went on from it, the records before
-// never read (with --idle-exit the run ended, status 0, having read
-// nothing). Now it is an error that says what happened.
+// A topic deleted and created again starts its offsets over, and the
+// store has read the old one to some offset. Shorter than that, the
+// reader used to wait there, logging "waiting for records" every 30 s,
+// and once the new topic grew past that offset it went on from it (with
+// --idle-exit the run ended, status 0, having read nothing); as long or
+// longer, it went on from that offset at once. Either way the new
+// topic's records before it were never read. Now both are errors that
+// say what happened, and the store keeps what it had.
 func TestIngestStopsOnATopicCreatedAgain(t *testing.T) {
 	brokers := kafkatest.Shared(t) // skips without a real broker
 	topic := "again-" + time.Now().Format("150405.000")
@@ -126,45 +129,64 @@ func TestIngestStopsOnATopicCreatedAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ingestOnce := func(cfg IngestConfig) error {
+	recreate := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+		if resp, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}}); err != nil || resp.Errors[topic] != nil {
+			t.Fatalf("delete topic: %v %v", err, resp)
+		}
+		for { // deletion is asynchronous: creating it again fails until it is done
+			err := kafkatest.CreateTopicErr(ctx, brokers, topic, 1)
+			if err == nil {
+				return
+			} else if ctx.Err() != nil {
+				t.Fatalf("create the topic again: %v", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	cfg := ingestCfg(t, brokers, topic, t.TempDir())
+	ingestOnce := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		return Ingest(ctx, cfg)
 	}
+	stored := func() int {
+		t.Helper()
+		got, err := storecheck.ReadDir(cfg.Store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(got.Records)
+	}
 	kafkatest.CreateTopic(t, brokers, topic, 1)
 	write("old", 30)
-	cfg := ingestCfg(t, brokers, topic, t.TempDir())
-	if err := ingestOnce(cfg); err != nil {
+	if err := ingestOnce(); err != nil {
 		t.Fatal(err)
 	}
+	cfg.IdleExit = 0 // from here on it stops by itself, not by going idle
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
-	if resp, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}}); err != nil || resp.Errors[topic] != nil {
-		t.Fatalf("delete topic: %v %v", err, resp)
-	}
-	for { // deletion is asynchronous: creating it again fails until it is done
-		if err := kafkatest.CreateTopicErr(ctx, brokers, topic, 1); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("create the topic again: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	write("new", 10)
-
-	cfg.IdleExit = 0 // it stops by itself, not by going idle
-	err := ingestOnce(cfg)
+	recreate()
+	write("short", 10)
+	err := ingestOnce()
 	if te := (*ingest.TruncatedError)(nil); !errors.As(err, &te) || te.Pos != 30 || te.End != 10 {
-		t.Fatalf("ingest after the topic was created again: %v; want an error saying it ends at offset 10, before 30", err)
+		t.Fatalf("ingest after the topic was created again, shorter: %v; want an error saying it ends at offset 10, before 30", err)
 	}
 	t.Log(err)
-	got, err := storecheck.ReadDir(cfg.Store)
-	if err != nil {
-		t.Fatal(err)
+	if n := stored(); n != 30 {
+		t.Fatalf("%d documents in the store, want the old topic's 30", n)
 	}
-	if len(got.Records) != 30 {
-		t.Fatalf("%d documents in the store, want the old topic's 30", len(got.Records))
+
+	recreate()
+	write("long", 40)
+	err = ingestOnce()
+	if err == nil || !strings.Contains(err.Error(), "the record at offset 29 is not the one this store read there") {
+		t.Fatalf("ingest after the topic was created again, longer: %v; want an error saying offset 29 holds another record", err)
+	}
+	t.Log(err)
+	if n := stored(); n != 30 {
+		t.Fatalf("%d documents in the store, want the old topic's 30", n)
 	}
 }

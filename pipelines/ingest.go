@@ -602,9 +602,6 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 			in.logf("partition %d: %v (retrying)", a.Partition, ferr)
 			sleepCtx(both, time.Second)
 		}
-		if len(recs) == 0 && ferr == nil {
-			w.readPast(reader.ReadThrough())
-		}
 		stopping := both.Err() != nil
 		// A short fetch means the partition is (nearly) caught up: commit
 		// now rather than at the interval, so a quiet stream's records are
@@ -619,6 +616,11 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 				return err
 			}
 			i, last = j, j >= len(recs)
+			if last {
+				// Past the markers, aborted and compacted offsets after
+				// this fetch's records: committed with them.
+				w.readPast(reader.ReadThrough())
+			}
 			if w.due() || last && (stopping || caughtUp && w.next != w.sent) {
 				// The commit runs while the next records are tokenized; the
 				// one before it is settled first.

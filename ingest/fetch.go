@@ -83,9 +83,10 @@ const (
 	errorEvery = 30 * time.Second
 )
 
-// run fetches until ctx ends, handing each non-empty response to out. A
-// failed fetch is retried with backoff; the first error of a run of them
-// (and then one every errorEvery) is handed on too.
+// run fetches until ctx ends, handing to out each response that brings
+// records or moves the position past offsets without any. A failed fetch
+// is retried with backoff; the first error of a run of them (and then one
+// every errorEvery) is handed on too.
 func (f *fetcher) run(ctx context.Context) {
 	defer close(f.done)
 	backoff := fetchBackoffMin

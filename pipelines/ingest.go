@@ -136,7 +136,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func markOf(r *ingest.Record) *recordMark {
 	sum := crc32.Update(0, castagnoli, r.Key)
 	sum = crc32.Update(sum, castagnoli, r.Value)
-	sum = crc32.Update(sum, castagnoli, binary.LittleEndian.AppendUint64(nil, uint64(r.Time.UnixMilli())))
+	var ms [8]byte
+	binary.LittleEndian.PutUint64(ms[:], uint64(r.Time.UnixMilli()))
+	sum = crc32.Update(sum, castagnoli, ms[:])
 	return &recordMark{Offset: r.Offset, Sum: sum}
 }
 

@@ -37,6 +37,11 @@ type KafkaConfig struct {
 	// transactions are left out, and an open transaction holds back the
 	// records after it) or ReadUncommitted.
 	Isolation string `yaml:"isolation" json:"isolation"`
+	// Start is where a partition that neither the store nor the group has
+	// read starts: StartEarliest (the default: all its records) or
+	// StartLatest (the records written from then on), as Kafka consumers'
+	// auto.offset.reset.
+	Start string `yaml:"start" json:"start"`
 
 	// Security for real clusters. SASL is "", "plain", "scram-sha-256" or
 	// "scram-sha-512"; TLS with an optional CA file.
@@ -53,6 +58,12 @@ type KafkaConfig struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" json:"heartbeat_interval"`
 	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout" json:"rebalance_timeout"`
 }
+
+// Where a partition without a position starts (KafkaConfig.Start).
+const (
+	StartEarliest = "earliest"
+	StartLatest   = "latest"
+)
 
 // DefaultKafkaConfig returns the documented defaults.
 func DefaultKafkaConfig() KafkaConfig {
@@ -90,6 +101,8 @@ func (c *KafkaConfig) Validate() error {
 		return fmt.Errorf("kafka: format %q: want json or text", c.Format)
 	case c.Isolation != "" && c.Isolation != ReadCommitted && c.Isolation != ReadUncommitted:
 		return fmt.Errorf("kafka: isolation %q: want %s or %s", c.Isolation, ReadCommitted, ReadUncommitted)
+	case c.Start != "" && c.Start != StartEarliest && c.Start != StartLatest:
+		return fmt.Errorf("kafka: start %q: want %s or %s", c.Start, StartEarliest, StartLatest)
 	}
 	if _, err := c.mechanism(); err != nil {
 		return err
@@ -382,9 +395,9 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, fetchBytes
 	if c.Isolation == ReadUncommitted {
 		f.isolation = int8(kafka.ReadUncommitted)
 	}
-	f.first = func(ctx context.Context) (int64, int64, error) { return c.offsets(ctx, partition) }
+	f.first = func(ctx context.Context) (int64, int64, error) { return c.Offsets(ctx, partition) }
 	if offset < 0 { // kafka.FirstOffset or kafka.LastOffset
-		first, last, err := c.offsets(ctx, partition)
+		first, last, err := c.Offsets(ctx, partition)
 		if err != nil {
 			cancel()
 			return nil, err
@@ -496,8 +509,9 @@ func (p *PartitionReader) Close() error {
 	return nil
 }
 
-// offsets is the partition's log start and end offsets.
-func (c *KafkaConfig) offsets(ctx context.Context, partition int) (int64, int64, error) {
+// Offsets is the partition's log start offset (records below it were
+// deleted by retention, or never existed) and end offset.
+func (c *KafkaConfig) Offsets(ctx context.Context, partition int) (int64, int64, error) {
 	resp, err := c.client().ListOffsets(ctx, &kafka.ListOffsetsRequest{
 		Topics: map[string][]kafka.OffsetRequest{c.Topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}}})
 	if err != nil {
@@ -512,25 +526,6 @@ func (c *KafkaConfig) offsets(ctx context.Context, partition int) (int64, int64,
 		}
 	}
 	return 0, 0, fmt.Errorf("kafka: list offsets %s/%d: no answer for the partition", c.Topic, partition)
-}
-
-// FirstOffset is the partition's log start offset: records below it were
-// deleted (retention) or never existed.
-func (c *KafkaConfig) FirstOffset(ctx context.Context, partition int) (int64, error) {
-	resp, err := c.client().ListOffsets(ctx, &kafka.ListOffsetsRequest{
-		Topics: map[string][]kafka.OffsetRequest{c.Topic: {kafka.FirstOffsetOf(partition)}}})
-	if err != nil {
-		return 0, fmt.Errorf("kafka: list offsets %s/%d: %w", c.Topic, partition, err)
-	}
-	for _, p := range resp.Topics[c.Topic] {
-		if p.Partition == partition {
-			if p.Error != nil {
-				return 0, fmt.Errorf("kafka: list offsets %s/%d: %w", c.Topic, partition, p.Error)
-			}
-			return p.FirstOffset, nil
-		}
-	}
-	return 0, fmt.Errorf("kafka: list offsets %s/%d: no answer for the partition", c.Topic, partition)
 }
 
 // ErrNoTopic is Partitions' error for a topic the broker does not have.

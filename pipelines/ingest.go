@@ -509,6 +509,16 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 			a.Partition, a.Committed, in.cfg.Kafka.Group, has)
 		start = a.Committed
 	}
+	atEnd := !known && a.Committed < 0 && kc.Start == ingest.StartLatest
+	if atEnd {
+		_, end, err := kc.Offsets(ctx, a.Partition)
+		if err != nil {
+			return err
+		}
+		in.logf("partition %d: starting at its end, offset %d (--start %s): neither this store nor group %q has read it, and the offsets before are left unread",
+			a.Partition, end, ingest.StartLatest, kc.Group)
+		start = end
+	}
 	// Read from the last record read, to check it is still there.
 	var verify *recordMark
 	readFrom := start
@@ -537,6 +547,12 @@ func (in *Ingester) partition(ctx, gctx context.Context, gen *ingest.Generation,
 		ps: newPackStage(in.st, packer, in.pending), next: start, sent: start, committed: start, ownStart: start, lastCommit: time.Now()}
 	if start == state.Next {
 		w.last, w.committedLast = state.Last, state.Last
+	}
+	if atEnd {
+		// Committed at the first fetch that finds nothing new: a restart
+		// before any record arrives starts here, not at the end again,
+		// past the records written in between.
+		w.sent = -1
 	}
 	// The commit in flight must end before the generation does.
 	defer w.wait()
@@ -812,7 +828,7 @@ func (w *partitionWork) checkDeleted(seen int64) {
 	in := w.in
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	first, err := in.cfg.Kafka.FirstOffset(ctx, w.partition)
+	first, _, err := in.cfg.Kafka.Offsets(ctx, w.partition)
 	if err != nil {
 		in.logf("partition %d: records resume at offset %d, not %d, and the log start is unknown: %v", w.partition, seen, w.next, err)
 		return

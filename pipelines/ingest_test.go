@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -787,5 +788,66 @@ func TestIngestFollowsAPartitionLeaderThatMoves(t *testing.T) {
 		if n > 1 {
 			t.Errorf("partition %d: %d fetches went to its former leader; the reader should ask the new one after the first", p, n)
 		}
+	}
+}
+
+// --start latest: a partition that neither the store nor the group has
+// read starts at its end, as Kafka consumers' auto.offset.reset=latest.
+// The position is committed at once, so a restart before any record
+// arrives does not start at the end again, past the records written in
+// between; a partition with a position resumes from it.
+func TestStartLatestReadsOnlyNewRecords(t *testing.T) {
+	brokers := kafkatest.Fake(t, 2, "docs")
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "docs", Balancer: &kafka.RoundRobin{}, BatchTimeout: time.Millisecond,
+		RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	write := func(prefix string, n int) {
+		t.Helper()
+		var msgs []kafka.Message
+		for i := range n {
+			msgs = append(msgs, kafka.Message{Value: fmt.Appendf(nil, `{"id":"%s-%d","text":"document %d of %s"}`, prefix, i, i, prefix)})
+		}
+		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := ingestCfg(t, brokers, "docs", t.TempDir())
+	cfg.Kafka.Start = ingest.StartLatest
+	run := func() []string {
+		t.Helper()
+		if err := Ingest(context.Background(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		c, err := storecheck.ReadDir(cfg.Store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for id := range c.Records {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		return ids
+	}
+	write("before", 30)
+	if got := run(); len(got) != 0 {
+		t.Fatalf("--start latest stored %v, written before it started", got)
+	}
+	write("between", 10) // while no ingester runs: read by the next one
+	if got, want := run(), ids("between", 10); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after a restart: %v, want %v", got, want)
+	}
+	// Earliest, the default, with a new store and group: everything.
+	all := ingestCfg(t, brokers, "docs", t.TempDir())
+	all.Kafka.Group = "g-all"
+	if err := Ingest(context.Background(), all); err != nil {
+		t.Fatal(err)
+	}
+	c, err := storecheck.ReadDir(all.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Records) != 40 {
+		t.Fatalf("--start earliest: %d documents, want 40", len(c.Records))
 	}
 }

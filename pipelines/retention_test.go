@@ -63,7 +63,7 @@ func TestIngestRecordsOffsetsDeletedByRetention(t *testing.T) {
 	kc.Brokers, kc.Topic = brokers, topic
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		first, err := kc.FirstOffset(ctx, 0)
+		first, _, err := kc.Offsets(ctx, 0)
 		if err == nil && first == 20 {
 			break
 		}

@@ -92,6 +92,7 @@ interrupted (or --idle-exit).`,
 	f.StringVar(&cfg.Store, "store", "", "store directory (created if missing)")
 	f.StringVar(&cfg.Kafka.Format, "format", "json", "record format: json ({id,text,domain}) or text (value = text, key = id)")
 	f.StringVar(&cfg.Kafka.Isolation, "isolation", ingest.ReadCommitted, "read_committed (records of aborted transactions left out) or read_uncommitted")
+	f.StringVar(&cfg.Kafka.Start, "start", ingest.StartEarliest, "where a partition that neither the store nor the group has read starts: earliest (all its records) or latest (those written from now on)")
 	f.StringVar(&cfg.Kafka.Fields.ID, "id-field", "id", "JSON field holding the document id")
 	f.StringVar(&cfg.Kafka.Fields.Text, "text-field", "text", "JSON field holding the text")
 	f.StringVar(&cfg.Kafka.Fields.Domain, "domain-field", "domain", "JSON field holding the domain")

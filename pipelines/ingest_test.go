@@ -722,19 +722,6 @@ func TestIngestFollowsAPartitionLeaderThatMoves(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "docs", Balancer: &kafka.RoundRobin{}, BatchTimeout: time.Millisecond,
-		RequiredAcks: kafka.RequireAll}
-	defer w.Close()
-	produce := func(prefix string, n int) {
-		t.Helper()
-		var msgs []kafka.Message
-		for i := range n {
-			msgs = append(msgs, kafka.Message{Value: fmt.Appendf(nil, `{"id":"%s-%d","text":"document %d of %s, a few words long"}`, prefix, i, i, prefix)})
-		}
-		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
 	cfg := ingestCfg(t, brokers, "docs", t.TempDir())
 	cfg.IdleExit = 0
 	ctx, cancel := context.WithCancel(context.Background())
@@ -755,7 +742,7 @@ func TestIngestFollowsAPartitionLeaderThatMoves(t *testing.T) {
 		}
 		return time.Since(start)
 	}
-	produce("before", 30)
+	writeDocs(t, brokers, "docs", "before", 30)
 	waitDocs(30)
 	for p := range int32(3) {
 		from := c.LeaderFor("docs", p)
@@ -766,7 +753,7 @@ func TestIngestFollowsAPartitionLeaderThatMoves(t *testing.T) {
 		former[p] = from
 		mu.Unlock()
 	}
-	produce("after", 30)
+	writeDocs(t, brokers, "docs", "after", 30)
 	t.Logf("the documents written after the move were read in %v", waitDocs(60).Round(time.Millisecond))
 	cancel()
 	if err := <-done; err != nil {
@@ -798,19 +785,6 @@ func TestIngestFollowsAPartitionLeaderThatMoves(t *testing.T) {
 // between; a partition with a position resumes from it.
 func TestStartLatestReadsOnlyNewRecords(t *testing.T) {
 	brokers := kafkatest.Fake(t, 2, "docs")
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "docs", Balancer: &kafka.RoundRobin{}, BatchTimeout: time.Millisecond,
-		RequiredAcks: kafka.RequireAll}
-	defer w.Close()
-	write := func(prefix string, n int) {
-		t.Helper()
-		var msgs []kafka.Message
-		for i := range n {
-			msgs = append(msgs, kafka.Message{Value: fmt.Appendf(nil, `{"id":"%s-%d","text":"document %d of %s"}`, prefix, i, i, prefix)})
-		}
-		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
 	cfg := ingestCfg(t, brokers, "docs", t.TempDir())
 	cfg.Kafka.Start = ingest.StartLatest
 	run := func() []string {
@@ -829,11 +803,11 @@ func TestStartLatestReadsOnlyNewRecords(t *testing.T) {
 		sort.Strings(ids)
 		return ids
 	}
-	write("before", 30)
+	writeDocs(t, brokers, "docs", "before", 30)
 	if got := run(); len(got) != 0 {
 		t.Fatalf("--start latest stored %v, written before it started", got)
 	}
-	write("between", 10) // while no ingester runs: read by the next one
+	writeDocs(t, brokers, "docs", "between", 10) // while no ingester runs: read by the next one
 	if got, want := run(), ids("between", 10); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("after a restart: %v, want %v", got, want)
 	}
@@ -849,5 +823,21 @@ func TestStartLatestReadsOnlyNewRecords(t *testing.T) {
 	}
 	if len(c.Records) != 40 {
 		t.Fatalf("--start earliest: %d documents, want 40", len(c.Records))
+	}
+}
+
+// writeDocs writes n small JSON documents, ids prefix-0 … prefix-(n-1),
+// to topic, round robin over its partitions, acknowledged by all replicas.
+func writeDocs(t *testing.T, brokers []string, topic, prefix string, n int) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.RoundRobin{}, BatchTimeout: time.Millisecond,
+		RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	var msgs []kafka.Message
+	for i := range n {
+		msgs = append(msgs, kafka.Message{Value: fmt.Appendf(nil, `{"id":"%s-%d","text":"document %d of %s, a few words long"}`, prefix, i, i, prefix)})
+	}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
 	}
 }

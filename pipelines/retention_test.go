@@ -117,18 +117,6 @@ func TestIngestRecordsOffsetsDeletedByRetention(t *testing.T) {
 func TestIngestStopsOnATopicCreatedAgain(t *testing.T) {
 	brokers := kafkatest.Shared(t) // skips without a real broker
 	topic := "again-" + time.Now().Format("150405.000")
-	write := func(prefix string, n int) {
-		t.Helper()
-		w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
-		defer w.Close()
-		var msgs []kafka.Message
-		for i := range n {
-			msgs = append(msgs, kafka.Message{Value: fmt.Appendf(nil, `{"id":"%s-%d","text":"document %d of the %s topic"}`, prefix, i, i, prefix)})
-		}
-		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
 	recreate := func() {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -162,14 +150,14 @@ func TestIngestStopsOnATopicCreatedAgain(t *testing.T) {
 		return len(got.Records)
 	}
 	kafkatest.CreateTopic(t, brokers, topic, 1)
-	write("old", 30)
+	writeDocs(t, brokers, topic, "old", 30)
 	if err := ingestOnce(); err != nil {
 		t.Fatal(err)
 	}
 	cfg.IdleExit = 0 // from here on it stops by itself, not by going idle
 
 	recreate()
-	write("short", 10)
+	writeDocs(t, brokers, topic, "short", 10)
 	err := ingestOnce()
 	if te := (*ingest.TruncatedError)(nil); !errors.As(err, &te) || te.Pos != 30 || te.End != 10 {
 		t.Fatalf("ingest after the topic was created again, shorter: %v; want an error saying it ends at offset 10, before 30", err)
@@ -180,7 +168,7 @@ func TestIngestStopsOnATopicCreatedAgain(t *testing.T) {
 	}
 
 	recreate()
-	write("long", 40)
+	writeDocs(t, brokers, topic, "long", 40)
 	err = ingestOnce()
 	if err == nil || !strings.Contains(err.Error(), "the record at offset 29 is not the one this store read there") {
 		t.Fatalf("ingest after the topic was created again, longer: %v; want an error saying offset 29 holds another record", err)

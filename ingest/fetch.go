@@ -55,7 +55,7 @@ type fetcher struct {
 	pos       atomic.Int64 // the offset the next fetch asks for
 	failing   atomic.Value // failure: the last fetch's error, nil after a fetch that worked
 	jumped    bool         // pos moved to the log start (outOfRange): not read through
-	first     func(ctx context.Context) (int64, int64, error)
+	offsets   func(ctx context.Context) (first, end int64, err error) // KafkaConfig.Offsets of the partition
 }
 
 // failure wraps a fetch error for fetcher.failing (an atomic.Value holds
@@ -326,7 +326,7 @@ func (f *fetcher) resize(request int64, values int) {
 // is a TruncatedError.
 func (f *fetcher) outOfRange(ctx context.Context, pos int64) error {
 	for retry := true; ; retry = false {
-		first, last, err := f.first(ctx)
+		first, last, err := f.offsets(ctx)
 		if err != nil {
 			return fmt.Errorf("kafka: fetch %s/%d at offset %d: out of range, and the partition's offsets are unknown: %w", f.topic, f.partition, pos, err)
 		}

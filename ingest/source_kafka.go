@@ -395,7 +395,7 @@ func (c *KafkaConfig) NewPartitionReader(partition int, offset int64, fetchBytes
 	if c.Isolation == ReadUncommitted {
 		f.isolation = int8(kafka.ReadUncommitted)
 	}
-	f.first = func(ctx context.Context) (int64, int64, error) { return c.Offsets(ctx, partition) }
+	f.offsets = func(ctx context.Context) (int64, int64, error) { return c.Offsets(ctx, partition) }
 	if offset < 0 { // kafka.FirstOffset or kafka.LastOffset
 		first, last, err := c.Offsets(ctx, partition)
 		if err != nil {

@@ -50,11 +50,11 @@ type fetcher struct {
 	out       chan fetched
 	cancel    context.CancelFunc
 	done      chan struct{}
-	end       atomic.Int64 // the readable end: high watermark, or last stable offset at read_committed
-	hwm       atomic.Int64 // the high watermark
-	pos       atomic.Int64 // the offset the next fetch asks for
-	failing   atomic.Value // failure: the last fetch's error, nil after a fetch that worked
-	jumped    bool         // pos moved to the log start (outOfRange): not read through
+	end       atomic.Int64                                            // the readable end: high watermark, or last stable offset at read_committed
+	hwm       atomic.Int64                                            // the high watermark
+	pos       atomic.Int64                                            // the offset the next fetch asks for
+	failing   atomic.Value                                            // failure: the last fetch's error, nil after a fetch that worked
+	jumped    bool                                                    // pos moved to the log start (outOfRange): not read through
 	offsets   func(ctx context.Context) (first, end int64, err error) // KafkaConfig.Offsets of the partition
 }
 

@@ -399,6 +399,66 @@ func TestCacheEviction(t *testing.T) {
 	}
 }
 
+// TestPieceCacheTellsKeysApart: pieces whose slot keys hold the same word (the
+// same bytes with trailing zero bytes, up to 8 bytes), that differ in one byte, or
+// that share a long prefix
+// come back with their own ids, in a full table (long probe runs) and after it grew.
+func TestPieceCacheTellsKeysApart(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var pieces []string
+	for range 800 {
+		stem := string([]byte{byte(r.IntN(4)), byte(r.IntN(256))})
+		for k := 0; len(stem)+k <= 8; k++ {
+			pieces = append(pieces, stem+strings.Repeat("\x00", k))
+		}
+		for n := 3; n <= 8; n++ { // every byte counts, whatever the length
+			b := []byte(stem + "\x00\x00\x00\x00\x00\x00")[:n]
+			b[n-1-r.IntN(n-2)] = byte(1 + r.IntN(255))
+			pieces = append(pieces, string(b))
+		}
+	}
+	long := strings.Repeat("q", cacheMaxPiece)
+	for k := 9; k <= 255; k += 7 {
+		pieces = append(pieces, long[:k-1]+"x", long[:k])
+	}
+	ids := func(i int) []uint32 { // one id for most, several for some
+		out := []uint32{uint32(i)}
+		for k := 0; k < i%3-1; k++ {
+			out = append(out, uint32(1e6+10*i+k))
+		}
+		return out
+	}
+	var c pieceCache
+	check := func(when string) {
+		t.Helper()
+		for i, p := range pieces {
+			got, ok := c.get([]uint32{7}, p)
+			if want := append([]uint32{7}, ids(i)...); !ok || !slices.Equal(got, want) {
+				t.Fatalf("%s: get(%q) = %v, %v; want %v", when, p, got, ok, want)
+			}
+		}
+		if _, ok := c.get(nil, "\x09\x09\x09"); ok {
+			t.Fatalf("%s: a piece never put was found", when)
+		}
+	}
+	seen := map[string]bool{}
+	for i, p := range pieces {
+		if seen[p] {
+			pieces[i] = fmt.Sprint("unique", i)
+		}
+		seen[pieces[i]] = true
+		c.put(pieces[i], ids(i))
+	}
+	if 4*c.n < 2*len(c.slots) {
+		t.Fatalf("%d entries in %d slots: the table should be over half full", c.n, len(c.slots))
+	}
+	check("full table")
+	for i := 0; len(c.slots) < 2*cacheMinSlots*4; i++ {
+		c.put(fmt.Sprint("filler", i), []uint32{uint32(i)})
+	}
+	check("after growing")
+}
+
 // TestPreTokenizers pins pieces that distinguish the two regexes.
 func TestPreTokenizers(t *testing.T) {
 	split := func(next func(string, int) int, s string) []string {

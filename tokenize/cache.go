@@ -16,7 +16,7 @@ import (
 // hit reads one cache line. Lookups miss the CPU's caches often (162k distinct
 // pretokens in the 22 MB corpus, the most frequent 15k making 90% of lookups), and
 // the earlier 8-byte slot pointing into the arena read two lines a hit: this layout
-// tokenizes 10-18% faster (docs/benchmarks.md, "Thirteenth session"). Other entries
+// tokenizes 15-25% faster (docs/benchmarks.md, "Thirteenth session"). Other entries
 // keep their ids, and pretokens over 8 bytes their bytes, in an arena, the slot
 // keying them by a 64-bit hash.
 //

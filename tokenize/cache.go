@@ -68,7 +68,7 @@ func shortKey(s string) uint64 {
 	return 0
 }
 
-// key returns p's slot key and the hash that places it.
+// cacheKey returns p's slot key and the hash that places it.
 func cacheKey(p string) (key, h uint64) {
 	if len(p) > cacheShortKey {
 		h = hashPiece(p)

@@ -264,11 +264,8 @@ func (p *Packer) MarshalState() ([]byte, error) {
 	var b []byte
 	b = append(b, byte(len(p.open)))
 	for _, s := range p.open {
-		enc, err := s.MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		b = appendBytes(b, enc)
+		// Fixed32, small as a tail is: every emopipe version reads it.
+		b = appendBytes(b, s.AppendEncoded(nil, Fixed32))
 	}
 	return b, nil
 }

@@ -1,9 +1,12 @@
 package packing
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -235,17 +238,98 @@ func TestSequenceBinaryRoundTripAndCorruption(t *testing.T) {
 	}
 }
 
-// The encoding is pinned byte for byte: tokens are little-endian uint32
-// whatever the machine (readers copy them straight into .npy shards).
+// Both encodings are pinned byte for byte: Fixed32 tokens are
+// little-endian uint32 whatever the machine; Low16 tokens their low halves
+// as little-endian uint16, then the high tokens' positions and high halves.
 func TestSequenceBinaryLayout(t *testing.T) {
 	s := Sequence{Tokens: []uint32{0x04030201, 7}, Spans: []Span{{DocKey: "d", Domain: "x", Start: 0, Length: 2, ContinuesInNext: true}}}
-	b, _ := s.MarshalBinary()
-	want := []byte{1, 2, 1, 2, 3, 4, 7, 0, 0, 0, 1, 1, 'd', 1, 'x', 0, 2, 2}
-	if !reflect.DeepEqual(b, want) {
-		t.Fatalf("encoding % x, want % x", b, want)
+	spans := []byte{1, 1, 'd', 1, 'x', 0, 2, 2}
+	fixed := append([]byte{1, 2, 1, 2, 3, 4, 7, 0, 0, 0}, spans...)
+	if b := s.AppendEncoded([]byte("pre"), Fixed32); string(b[:3]) != "pre" || !reflect.DeepEqual(b[3:], fixed) {
+		t.Fatalf("Fixed32 encoding % x, want % x", b[3:], fixed)
 	}
-	if b2, _ := s.AppendBinary([]byte("pre")); string(b2[:3]) != "pre" || !reflect.DeepEqual(b2[3:], want) {
-		t.Fatalf("AppendBinary % x", b2)
+	// One high token, at 0, its high half 0x0403 as a uvarint: 0x83 0x08.
+	low16 := append([]byte{2, 2, 0x01, 0x02, 0x07, 0x00, 1, 0, 0x83, 0x08}, spans...)
+	if b := s.AppendEncoded([]byte("pre"), Low16); string(b[:3]) != "pre" || !reflect.DeepEqual(b[3:], low16) {
+		t.Fatalf("Low16 encoding % x, want % x", b[3:], low16)
+	}
+	if b, _ := s.MarshalBinary(); !reflect.DeepEqual(b, low16) {
+		t.Fatalf("MarshalBinary % x, want the Low16 encoding", b)
+	}
+}
+
+// Tokens survive both encodings whatever their size and place: high
+// tokens first, last, in a row, in every position of a four-token store
+// and past it; EncodedSize bounds each encoding; highTokens (AVX2 where
+// the CPU has it) agrees with a plain count.
+func TestEncodingsRoundTripEveryTokenSize(t *testing.T) {
+	edges := []uint32{0, 1, 127, 128, 0xffff, 0x10000, 0x10001, 100277, 1 << 24, math.MaxUint32}
+	r := rand.New(rand.NewPCG(9, 9))
+	var cases [][]uint32
+	for n := range 13 {
+		for range 20 {
+			toks := make([]uint32, n)
+			for i := range toks {
+				toks[i] = edges[r.IntN(len(edges))]
+			}
+			cases = append(cases, toks)
+		}
+	}
+	cases = append(cases, dolma2Like(2048), []uint32{0x10000, 0x10000, 0x10000, 0x10000, 0x10000})
+	for _, toks := range cases {
+		high := 0
+		for _, tok := range toks {
+			if tok > 0xffff {
+				high++
+			}
+		}
+		if got := highTokens(toks); got != high {
+			t.Fatalf("highTokens %d, want %d, of %v", got, high, toks)
+		}
+		s := Sequence{Tokens: toks}
+		if len(toks) > 0 {
+			s.Spans = []Span{{DocKey: "k", Start: 0, Length: len(toks)}}
+		}
+		for _, e := range []Encoding{Fixed32, Low16} {
+			b := s.AppendEncoded(nil, e)
+			if len(b) > s.EncodedSize(e) {
+				t.Fatalf("encoding %d: %d bytes, EncodedSize promised at most %d", e, len(b), s.EncodedSize(e))
+			}
+			var back Sequence
+			if err := back.UnmarshalBinary(b); err != nil {
+				t.Fatalf("encoding %d of %v: %v", e, toks, err)
+			}
+			if !slices.Equal(back.Tokens, toks) {
+				t.Fatalf("encoding %d: %v came back as %v", e, toks, back.Tokens)
+			}
+		}
+	}
+}
+
+// A Low16 encoding's high-token list must name each token once, in order,
+// inside the sequence, with a high half that fits: anything else is
+// corruption, never other tokens.
+func TestLow16RejectsBadHighTokens(t *testing.T) {
+	lows := []byte{2, 3, 1, 0, 2, 0, 3, 0} // format, 3 tokens, lows 1 2 3
+	for name, high := range map[string][]byte{
+		"position past the end":   {1, 3, 1},
+		"positions out of order":  {2, 2, 1, 1, 1},
+		"position twice":          {2, 1, 1, 1, 1},
+		"zero high half":          {1, 0, 0},
+		"high half past 16 bits":  {1, 0, 0x80, 0x80, 0x04},
+		"more than the tokens":    {4, 0, 1, 1, 1, 2, 1, 2, 1},
+		"list cut short":          {2, 0, 1},
+		"count past every length": {0xff, 0xff, 0xff, 0xff, 0x0f},
+	} {
+		b := append(append(slices.Clone(lows), high...), 0) // no spans
+		if err := new(Sequence).UnmarshalBinary(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: err = %v, want ErrCorrupt", name, err)
+		}
+	}
+	good := append(append(slices.Clone(lows), 2, 0, 1, 2, 7), 0)
+	var s Sequence
+	if err := s.UnmarshalBinary(good); err != nil || !slices.Equal(s.Tokens, []uint32{0x10001, 2, 0x70003}) {
+		t.Fatalf("valid high list: %v, tokens %v", err, s.Tokens)
 	}
 }
 
@@ -328,5 +412,56 @@ func TestRecycleKeepsOutput(t *testing.T) {
 		if reused == 0 {
 			t.Fatalf("%s: no recycled buffer was used again", mode)
 		}
+	}
+}
+
+// dolma2Like draws n token ids spread as dolma2's are on the bundled
+// corpus: 16% below 128, 70% below 16384, 2.2% of 65536 and over.
+func dolma2Like(n int) []uint32 {
+	r := rand.New(rand.NewPCG(3, 3))
+	toks := make([]uint32, n)
+	for i := range toks {
+		switch p := r.IntN(100); {
+		case p < 16:
+			toks[i] = uint32(r.IntN(128))
+		case p < 86:
+			toks[i] = uint32(128 + r.IntN(16384-128))
+		case p < 98 || r.IntN(5) < 4:
+			toks[i] = uint32(16384 + r.IntN(65536-16384))
+		default:
+			toks[i] = uint32(65536 + r.IntN(100278-65536))
+		}
+	}
+	return toks
+}
+
+// BenchmarkAppendEncoded is staging's cost per 2048-token sequence in each
+// encoding (sizing included), the buffer reused as staging's is not.
+func BenchmarkAppendEncoded(b *testing.B) {
+	s := Sequence{Tokens: dolma2Like(2048), Spans: []Span{{DocKey: "doc-1", Domain: "web", Length: 2048}}}
+	for _, e := range []Encoding{Fixed32, Low16} {
+		b.Run(fmt.Sprintf("encoding=%d", e), func(b *testing.B) {
+			buf := make([]byte, 0, s.EncodedSize(Fixed32))
+			b.SetBytes(4 * int64(len(s.Tokens)))
+			for b.Loop() {
+				buf = s.AppendEncoded(buf[:0:s.EncodedSize(e)], e)
+			}
+			b.ReportMetric(float64(len(buf))/float64(len(s.Tokens)), "bytes/token")
+		})
+	}
+}
+
+func BenchmarkHighTokens(b *testing.B) {
+	toks := dolma2Like(2048)
+	for _, f := range []struct {
+		name string
+		fn   func([]uint32) int
+	}{{"scalar", highTokensScalar}, {"dispatched", highTokens}} {
+		b.Run(f.name, func(b *testing.B) {
+			b.SetBytes(4 * int64(len(toks)))
+			for b.Loop() {
+				f.fn(toks)
+			}
+		})
 	}
 }

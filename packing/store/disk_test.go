@@ -90,16 +90,16 @@ func TestMinFreeFromEnvironment(t *testing.T) {
 func TestDamagedValueLogIsAnErrorNotOtherTokens(t *testing.T) {
 	dir := t.TempDir()
 	h := testHeader()
-	h.SeqLen = 512 // 2 KB a sequence: over the value threshold, in the value log
+	h.SeqLen = 1024 // 2 bytes a token (Low16): 2 KB a sequence, over the value threshold, in the value log
 	st, err := Open(dir, &h, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b Batch
 	for i := range 200 {
-		toks := make([]uint32, 512)
+		toks := make([]uint32, h.SeqLen)
 		for j := range toks {
-			toks[j] = uint32(i*7 + j%50)
+			toks[j] = uint32(1000 + i*7 + j%50)
 		}
 		b.Sequences = append(b.Sequences, seq(fmt.Sprint(i), toks...))
 	}

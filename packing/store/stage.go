@@ -170,8 +170,9 @@ func (s *Store) Stage(b *Batch, source string, end int64, token string) (*Staged
 	// One buffer, sized so that nothing moves: the final commit writes
 	// slices of it.
 	size := len(stagedMagic) + 6*binary.MaxVarintLen64 + len(source) + len(token) + len(state)
+	enc := s.encoding()
 	for i := range b.Sequences {
-		size += 4 + b.Sequences[i].BinarySize()
+		size += 4 + b.Sequences[i].EncodedSize(enc)
 	}
 	for i, v := range e.docs {
 		size += 2*binary.MaxVarintLen64 + len(e.docKeys[i]) + len(v)
@@ -193,7 +194,7 @@ func (s *Store) Stage(b *Batch, source string, end int64, token string) (*Staged
 		seq := &b.Sequences[i]
 		at := len(raw)
 		raw = append(raw, 0, 0, 0, 0)
-		raw, _ = seq.AppendBinary(raw)
+		raw = seq.AppendEncoded(raw, enc)
 		binary.LittleEndian.PutUint32(raw[at:], uint32(len(raw)-at-4))
 		e.seqs = append(e.seqs, raw[at+4:len(raw):len(raw)])
 		seqOff = append(seqOff, at+4)

@@ -228,7 +228,8 @@ func rawKeys(t *testing.T, st *Store, prefix string) []string {
 // twice as large, and the deleted staged copy never went away).
 func TestFinalizedSequencesAreWrittenOnce(t *testing.T) {
 	h := testHeader()
-	h.SeqLen = 512 // 2 KB a sequence: value-log values
+	h.SeqLen = 1024 // 2 bytes a token (Low16): 2 KB a sequence, value-log values
+	h.VocabSize = 16000
 	vlogBytes := func(staged bool) int64 {
 		dir := t.TempDir()
 		st, err := Open(dir, &h, Options{})
@@ -242,7 +243,7 @@ func TestFinalizedSequencesAreWrittenOnce(t *testing.T) {
 			for j := range 20 {
 				toks := make([]uint32, h.SeqLen)
 				for k := range toks {
-					toks[k] = uint32((i*7919 + j*31 + k) % h.VocabSize)
+					toks[k] = uint32(128 + (i*7919+j*31+k)%(h.VocabSize-128))
 				}
 				b.Sequences = append(b.Sequences, packing.Sequence{Tokens: toks, Spans: []packing.Span{{DocKey: "k", Domain: "d", Length: h.SeqLen}}})
 			}

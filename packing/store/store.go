@@ -20,7 +20,11 @@ import (
 )
 
 // FormatVersion is bumped whenever the key layout or an encoding changes.
-const FormatVersion = 1
+// Version 2 stores sequences' tokens as varints (packing.Low16), version 1
+// as uint32s. A store keeps the version it was created with: this emopipe
+// reads and continues a version-1 store in its own encoding, so that the
+// emopipe that made it can still read it.
+const FormatVersion = 2
 
 // Header fixes what every sequence in a store shares. A writer whose
 // header differs in any field is refused.
@@ -213,7 +217,7 @@ func Open(dir string, hdr *Header, opts Options) (*Store, error) {
 		WithInMemory(opts.InMemory).
 		WithReadOnly(opts.ReadOnly).
 		WithSyncWrites(opts.SyncWrites).
-		// Sequences (4 bytes a token) go to the value log: fast appends,
+		// Sequences (about 2 bytes a token) go to the value log: fast appends,
 		// and a batch of them stays well under the transaction size limit.
 		WithValueThreshold(1 << 10).
 		WithNumVersionsToKeep(1).
@@ -303,8 +307,13 @@ func (s *Store) load(want *Header) error {
 		case err != nil:
 			return err
 		}
+		if stored.FormatVersion > FormatVersion {
+			return fmt.Errorf("store %s: %w: format_version %d was written by a newer emopipe (this one reads up to %d)", s.dir, ErrHeaderMismatch, stored.FormatVersion, FormatVersion)
+		}
 		if want != nil {
-			if d := stored.diff(*want); d != "" {
+			w := *want
+			w.FormatVersion = stored.FormatVersion // every older version is continued in its own
+			if d := stored.diff(w); d != "" {
 				return fmt.Errorf("store %s: %w: %s", s.dir, ErrHeaderMismatch, d)
 			}
 		}
@@ -335,6 +344,14 @@ func (s *Store) getU64(txn *badger.Txn, key string) uint64 {
 
 // Header returns the store's header.
 func (s *Store) Header() Header { return s.hdr }
+
+// encoding is the sequence encoding the store's format version writes.
+func (s *Store) encoding() packing.Encoding {
+	if s.hdr.FormatVersion >= 2 {
+		return packing.Low16
+	}
+	return packing.Fixed32
+}
 
 // Dir returns the store's directory ("" in memory).
 func (s *Store) Dir() string { return s.dir }
@@ -371,8 +388,8 @@ func (s *Store) Commit(b *Batch) (first uint64, err error) {
 	}
 	e := encodeBatch(b)
 	for i := range b.Sequences {
-		enc, _ := b.Sequences[i].MarshalBinary()
-		e.seqs = append(e.seqs, enc)
+		seq := &b.Sequences[i]
+		e.seqs = append(e.seqs, seq.AppendEncoded(make([]byte, 0, seq.EncodedSize(s.encoding())), s.encoding()))
 		e.delta.addSequence(&b.Sequences[i])
 	}
 	return s.write(e, b, nil)

@@ -8,7 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/emopipe/emopipe/packing"
 )
@@ -423,5 +426,83 @@ func TestStatsBoundTheDomainsTheyCount(t *testing.T) {
 	s2, d2 := build()
 	if !reflect.DeepEqual(s1, s2) || d1 != d2 {
 		t.Fatal("two stores built alike differ in which domains they count")
+	}
+}
+
+// A store keeps its format version's sequence encoding: a new store writes
+// Low16 tokens, a version-1 store is continued (committed and staged) in
+// uint32 tokens that its own emopipe reads, and a store from a newer
+// emopipe is refused with the version named.
+func TestFormatVersionPicksTheEncoding(t *testing.T) {
+	h := testHeader()
+	firstByte := func(st *Store, key []byte) byte {
+		t.Helper()
+		v, err := st.get(string(key))
+		if err != nil || len(v) == 0 {
+			t.Fatalf("%q: %v, %d bytes", key, err, len(v))
+		}
+		return v[0]
+	}
+	setVersion := func(dir string, v int) {
+		t.Helper()
+		st, err := Open(dir, &h, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := st.Header()
+		old.FormatVersion = v
+		if err := st.db.Update(func(txn *badger.Txn) error { return putJSON(txn, keyHeader, old) }); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+	}
+	for _, tc := range []struct {
+		version int
+		enc     packing.Encoding
+	}{{FormatVersion, packing.Low16}, {1, packing.Fixed32}} {
+		dir := t.TempDir()
+		setVersion(dir, tc.version)
+		st, err := Open(dir, &h, Options{})
+		if err != nil {
+			t.Fatalf("version %d: %v", tc.version, err)
+		}
+		if got := st.Header().FormatVersion; got != tc.version {
+			t.Fatalf("opened a version-%d store as version %d", tc.version, got)
+		}
+		want := seq("a", 5, 300, 70000, 1)
+		if _, err := st.Commit(&Batch{Sequences: []packing.Sequence{want}}); err != nil {
+			t.Fatal(err)
+		}
+		if b := firstByte(st, seqKey(0)); b != byte(tc.enc) {
+			t.Errorf("version %d: committed sequence in encoding %d, want %d", tc.version, b, tc.enc)
+		}
+		sb, err := st.Stage(stageBatch(), "kafka:t/0", 3, "tok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := sb.enc.seqs[0][0]; b != byte(tc.enc) {
+			t.Errorf("version %d: staged sequence in encoding %d, want %d", tc.version, b, tc.enc)
+		}
+		if _, err := st.Finalize(sb); err != nil {
+			t.Fatal(err)
+		}
+		for n := range st.NumSequences() {
+			if _, err := st.Sequence(n); err != nil {
+				t.Fatalf("version %d: sequence %d: %v", tc.version, n, err)
+			}
+		}
+		if got, _ := st.Sequence(0); !reflect.DeepEqual(got, want) {
+			t.Errorf("version %d: read back %+v, want %+v", tc.version, got, want)
+		}
+		st.Close()
+	}
+	dir := t.TempDir()
+	setVersion(dir, FormatVersion+1)
+	_, err := Open(dir, &h, Options{})
+	if !errors.Is(err, ErrHeaderMismatch) || !strings.Contains(err.Error(), "newer emopipe") {
+		t.Fatalf("store of a newer version: err = %v", err)
+	}
+	if _, err := Open(dir, nil, Options{ReadOnly: true}); !errors.Is(err, ErrHeaderMismatch) {
+		t.Fatalf("reading a store of a newer version: err = %v", err)
 	}
 }

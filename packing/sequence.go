@@ -261,7 +261,10 @@ func (s *Sequence) UnmarshalBinary(b []byte) error {
 	if r.err != nil || len(r.b) != 0 {
 		return fmt.Errorf("%w: trailing or short data", ErrCorrupt)
 	}
-	return s.Validate()
+	if err := s.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return nil
 }
 
 type reader struct {

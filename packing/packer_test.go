@@ -490,3 +490,21 @@ func FuzzSequenceDecode(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkUnmarshalBinary is a reader's cost per 2048-token sequence in
+// each encoding (the trainer decodes every sequence it reads).
+func BenchmarkUnmarshalBinary(b *testing.B) {
+	s := Sequence{Tokens: dolma2Like(2048), Spans: []Span{{DocKey: "doc-1", Domain: "web", Length: 2048}}}
+	for _, e := range []Encoding{Fixed32, Low16} {
+		b.Run(fmt.Sprintf("encoding=%d", e), func(b *testing.B) {
+			enc := s.AppendEncoded(nil, e)
+			b.SetBytes(4 * int64(len(s.Tokens)))
+			for b.Loop() {
+				var got Sequence
+				if err := got.UnmarshalBinary(enc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -115,7 +115,8 @@ func (s *Sequence) EncodedSize(e Encoding) int {
 	return n
 }
 
-// AppendEncoded appends the sequence's encoding e to b.
+// AppendEncoded appends the sequence's encoding e to b (Fixed32 for any e
+// but Low16).
 func (s *Sequence) AppendEncoded(b []byte, e Encoding) []byte {
 	if e != Low16 {
 		e = Fixed32
@@ -224,7 +225,8 @@ func putHighTokensScalar(out []byte, toks []uint32, first int) int {
 	return p
 }
 
-// UnmarshalBinary decodes what MarshalBinary wrote. It copies, so b may be
+// UnmarshalBinary decodes a sequence in either encoding (bytes that are no
+// valid sequence give ErrCorrupt). It copies, so b may be
 // reused by the caller (Badger values are only valid inside a transaction).
 func (s *Sequence) UnmarshalBinary(b []byte) error {
 	r := reader{b: b}

@@ -20,8 +20,8 @@ import (
 )
 
 // FormatVersion is bumped whenever the key layout or an encoding changes.
-// Version 2 stores sequences' tokens as varints (packing.Low16), version 1
-// as uint32s. A store keeps the version it was created with: this emopipe
+// Version 2 stores sequences' tokens as 16-bit halves (packing.Low16),
+// version 1 as uint32s. A store keeps the version it was created with: this emopipe
 // reads and continues a version-1 store in its own encoding, so that the
 // emopipe that made it can still read it.
 const FormatVersion = 2
@@ -387,10 +387,11 @@ func (s *Store) Commit(b *Batch) (first uint64, err error) {
 		return 0, err
 	}
 	e := encodeBatch(b)
+	enc := s.encoding()
 	for i := range b.Sequences {
 		seq := &b.Sequences[i]
-		e.seqs = append(e.seqs, seq.AppendEncoded(make([]byte, 0, seq.EncodedSize(s.encoding())), s.encoding()))
-		e.delta.addSequence(&b.Sequences[i])
+		e.seqs = append(e.seqs, seq.AppendEncoded(make([]byte, 0, seq.EncodedSize(enc)), enc))
+		e.delta.addSequence(seq)
 	}
 	return s.write(e, b, nil)
 }

@@ -421,12 +421,12 @@ func dolma2Like(n int) []uint32 {
 	r := rand.New(rand.NewPCG(3, 3))
 	toks := make([]uint32, n)
 	for i := range toks {
-		switch p := r.IntN(100); {
-		case p < 16:
+		switch p := r.IntN(1000); {
+		case p < 160:
 			toks[i] = uint32(r.IntN(128))
-		case p < 86:
+		case p < 860:
 			toks[i] = uint32(128 + r.IntN(16384-128))
-		case p < 98 || r.IntN(5) < 4:
+		case p < 978:
 			toks[i] = uint32(16384 + r.IntN(65536-16384))
 		default:
 			toks[i] = uint32(65536 + r.IntN(100278-65536))

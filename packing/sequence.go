@@ -83,7 +83,7 @@ const (
 	// About 2.07 bytes a token instead of 4: half the store on disk, and
 	// half the bytes the ingester copies, checksums and writes into
 	// Badger's value log for every token. Varints (LEB128) were 1.97
-	// bytes a token but 7 times slower to write (docs/benchmarks.md,
+	// bytes a token but 6 times slower to write (docs/benchmarks.md,
 	// fourteenth session).
 	Low16 Encoding = 2
 )

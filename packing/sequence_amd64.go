@@ -9,8 +9,9 @@ import (
 )
 
 // Staging encodes every token the ingester stores (Low16), on the same
-// core as Kafka and Badger: in scalar Go, the encoding took 1.4 ns a
-// token, 20 times the copy Fixed32 makes (BenchmarkAppendEncoded).
+// core as Kafka and Badger: in scalar Go, the encoding took 1.9 ns a
+// token, 30 times the copy Fixed32 makes, and with AVX2 0.7 ns
+// (BenchmarkAppendEncoded).
 func init() {
 	if archsimd.X86.AVX2() {
 		highTokens = highTokensAVX2

@@ -6,11 +6,15 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,8 +290,13 @@ func TestIngestStopsPromptlyWhileTheBrokerIsDown(t *testing.T) {
 	if err := produceAll(t, brokers, topic, files, 0)(); err != nil {
 		t.Fatal(err)
 	}
-	in := startIngest(t, brokers, topic, topic, store, "--tokenizer-workers", "1")
-	time.Sleep(3 * time.Second) // joined, reading and committing
+	metrics := freeAddr(t)
+	in := startIngest(t, brokers, topic, topic, store, "--tokenizer-workers", "1", "--metrics-addr", metrics)
+	// Joined, reading and committing: frozen after its first commits, the
+	// broker stops it with most of the backlog still to go. (A fixed wait
+	// of 3 s found a slow join with nothing read yet, or, on a faster
+	// ingester, the backlog done.)
+	waitForMetric(t, metrics, "emopipe_ingest_sequences_total", in)
 	// Frozen, not killed: a killed broker closes its connections, kafka-go
 	// ends the generation at once, and the stop finds nothing in flight.
 	inst.Freeze(t)
@@ -308,6 +317,47 @@ func TestIngestStopsPromptlyWhileTheBrokerIsDown(t *testing.T) {
 	in = startIngest(t, brokers, topic, topic, store, "--idle-exit", "10s")
 	in.wait(t)
 	checkExactlyOnce(t, docs, store)
+}
+
+// freeAddr is a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitForMetric polls the process's /metrics at addr until the metric
+// name (summed over its labels) is above 0.
+func waitForMetric(t *testing.T, addr, name string, p *proc) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			sum := 0.0
+			for _, line := range strings.Split(string(body), "\n") {
+				if f := strings.Fields(line); len(f) == 2 && (f[0] == name || strings.HasPrefix(f[0], name+"{")) {
+					v, _ := strconv.ParseFloat(f[1], 64)
+					sum += v
+				}
+			}
+			if sum > 0 {
+				return
+			}
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("the process ended (%v) before %s rose above 0:\n%s", err, name, p.out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	p.kill()
+	t.Fatalf("%s still 0 after a minute:\n%s", name, p.out.String())
 }
 
 // Two ingesters share a group, one store each; one is killed mid-run and

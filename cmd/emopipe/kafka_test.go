@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -290,7 +289,11 @@ func TestIngestStopsPromptlyWhileTheBrokerIsDown(t *testing.T) {
 	if err := produceAll(t, brokers, topic, files, 0)(); err != nil {
 		t.Fatal(err)
 	}
-	metrics := freeAddr(t)
+	ports, err := kafkatest.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	in := startIngest(t, brokers, topic, topic, store, "--tokenizer-workers", "1", "--metrics-addr", metrics)
 	// Joined, reading and committing: frozen after its first commits, the
 	// broker stops it with most of the backlog still to go. (A fixed wait
@@ -317,17 +320,6 @@ func TestIngestStopsPromptlyWhileTheBrokerIsDown(t *testing.T) {
 	in = startIngest(t, brokers, topic, topic, store, "--idle-exit", "10s")
 	in.wait(t)
 	checkExactlyOnce(t, docs, store)
-}
-
-// freeAddr is a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // waitForMetric polls the process's /metrics at addr until the metric

@@ -117,7 +117,7 @@ func Shared(t testing.TB) []string {
 			sharedErr = err
 			return
 		}
-		ports, err := freePorts(2)
+		ports, err := FreePorts(2)
 		if err != nil {
 			sharedErr = err
 			return
@@ -183,7 +183,7 @@ func launch(t testing.TB, extra int, set func(in *Instance, ports []int)) *Insta
 	if err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
-	ports, err := freePorts(2 + extra)
+	ports, err := FreePorts(2 + extra)
 	if err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
@@ -570,7 +570,9 @@ func isRoot(gomod string) bool {
 	return false
 }
 
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n loopback ports that were free a moment ago (the
+// listeners are closed on return, so another process may yet take one).
+func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {

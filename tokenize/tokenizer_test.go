@@ -402,7 +402,9 @@ func TestCacheEviction(t *testing.T) {
 // TestPieceCacheTellsKeysApart: pieces whose slot keys hold the same word (the
 // same bytes with trailing zero bytes, up to 8 bytes), that differ in one byte, or
 // that share a long prefix
-// come back with their own ids, in a full table (long probe runs) and after it grew.
+// come back with their own ids, in a full table (long probe runs), from the front
+// (a second lookup, the front's slots shared by several pieces) and after the table
+// grew.
 func TestPieceCacheTellsKeysApart(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	var pieces []string
@@ -453,6 +455,19 @@ func TestPieceCacheTellsKeysApart(t *testing.T) {
 		t.Fatalf("%d entries in %d slots: the table should be over half full", c.n, len(c.slots))
 	}
 	check("full table")
+	inFront := 0
+	for i, p := range pieces {
+		if len(p) <= cacheShortKey && len(ids(i)) == 1 {
+			key, h := cacheKey(p)
+			if f := c.front[int(h)&(cacheFrontSlots-1)]; f.key == key && int(uint8(f.meta>>32)) == len(p) {
+				inFront++
+			}
+		}
+	}
+	if inFront < len(pieces)/4 {
+		t.Fatalf("%d of %d pieces in the front after a lookup each", inFront, len(pieces))
+	}
+	check("from the front")
 	for i := 0; len(c.slots) < 2*cacheMinSlots*4; i++ {
 		c.put(fmt.Sprint("filler", i), []uint32{uint32(i)})
 	}

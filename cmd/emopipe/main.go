@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 )
 
@@ -29,10 +30,19 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	// EMOPIPE_TRACE=file writes a runtime execution trace (scheduling:
+	// which goroutine waited for a CPU, and for how long).
+	if path := os.Getenv("EMOPIPE_TRACE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			trace.Start(f)
+			defer trace.Stop()
+		}
+	}
 	err := newRootCmd().ExecuteContext(ctx)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "emopipe:", err)
 		pprof.StopCPUProfile()
+		trace.Stop()
 		os.Exit(1)
 	}
 }

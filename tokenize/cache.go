@@ -128,11 +128,8 @@ func (c *pieceCache) get(dst []uint32, p string) ([]uint32, bool) {
 		return dst, false
 	}
 	key, h := cacheKey(p)
-	// The front holds inline entries only, so a match of key and length is one;
-	// an empty slot has length 0 and a piece never does. The front is indexed
-	// by the hash's low bits, the table by its high ones.
-	f := &c.front[int(h)&(cacheFrontSlots-1)]
-	if f.key == key && int(uint8(f.meta>>32)) == len(p) {
+	f := c.frontSlot(h)
+	if f.holds(key, len(p)) {
 		return append(dst, uint32(f.meta)), true
 	}
 	mask := len(c.slots) - 1
@@ -160,6 +157,19 @@ func (c *pieceCache) get(dst []uint32, p string) ([]uint32, bool) {
 		}
 		return dst, true
 	}
+}
+
+// frontSlot is the front's slot for a piece of hash h: the front is indexed by
+// the hash's low bits, the table by its high ones.
+func (c *pieceCache) frontSlot(h uint64) *cacheSlot {
+	return &c.front[int(h)&(cacheFrontSlots-1)]
+}
+
+// holds says whether front slot s is the entry of the piece of this key and
+// length. The front holds inline entries only, so a match of both is one; an
+// empty slot has length 0 and a piece never does.
+func (s *cacheSlot) holds(key uint64, n int) bool {
+	return s.key == key && int(uint8(s.meta>>32)) == n
 }
 
 // put adds p (not present, 0 < len(p) <= cacheMaxPiece) with its ids.

@@ -458,8 +458,7 @@ func TestPieceCacheTellsKeysApart(t *testing.T) {
 	inFront := 0
 	for i, p := range pieces {
 		if len(p) <= cacheShortKey && len(ids(i)) == 1 {
-			key, h := cacheKey(p)
-			if f := c.front[int(h)&(cacheFrontSlots-1)]; f.key == key && int(uint8(f.meta>>32)) == len(p) {
+			if key, h := cacheKey(p); c.frontSlot(h).holds(key, len(p)) {
 				inFront++
 			}
 		}

@@ -201,8 +201,8 @@ func putLowHalvesScalar(out []byte, toks []uint32) int {
 		}
 		binary.LittleEndian.PutUint64(out[2*i:], uint64(t[0]&0xffff)|uint64(t[1]&0xffff)<<16|uint64(t[2]&0xffff)<<32|uint64(t[3])<<48)
 	}
+	high += highTokensScalar(toks[i:])
 	for ; i < len(toks); i++ {
-		high += int(toks[i]>>16+0xffff) >> 16 // 1 if the high half is not zero
 		binary.LittleEndian.PutUint16(out[2*i:], uint16(toks[i]))
 	}
 	return high

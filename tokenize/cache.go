@@ -138,7 +138,7 @@ func (c *pieceCache) get(dst []uint32, p string) ([]uint32, bool) {
 		if s.meta == 0 {
 			return dst, false
 		}
-		if s.key != key || int(uint8(s.meta>>32)) != len(p) {
+		if !s.holds(key, len(p)) {
 			continue
 		}
 		if s.meta&slotInline != 0 {
@@ -165,9 +165,10 @@ func (c *pieceCache) frontSlot(h uint64) *cacheSlot {
 	return &c.front[int(h)&(cacheFrontSlots-1)]
 }
 
-// holds says whether front slot s is the entry of the piece of this key and
-// length. The front holds inline entries only, so a match of both is one; an
-// empty slot has length 0 and a piece never does.
+// holds says whether slot s is keyed for the piece of this key and length
+// (an empty slot has length 0 and a piece never does). A long piece's key is
+// its hash, so a table entry still needs its bytes compared; the front holds
+// inline entries only, so there a match is the entry.
 func (s *cacheSlot) holds(key uint64, n int) bool {
 	return s.key == key && int(uint8(s.meta>>32)) == n
 }

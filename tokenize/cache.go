@@ -27,7 +27,7 @@ import (
 // In front of the table sits a small direct-mapped copy of the inline entries last
 // hit (front, 256 KB): a hot piece's slot shares its cache line with three other hot
 // pieces there instead of three cold ones, so the hot set stays in the core's own L2
-// (1 MB here) rather than in the L3 it shares. On the corpus it answers 78% of
+// (512 KB a core here) rather than in the L3 it shares. On the corpus it answers 78% of
 // lookups (81% are inline entries at all) and tokenizing is 4-5% faster
 // (docs/benchmarks.md, "Fifteenth session"). Entries are copies and a piece's ids
 // never change, so the front needs no invalidation when the table is dropped.

@@ -1,6 +1,11 @@
 package pipelines
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -50,5 +55,53 @@ func TestSplitText(t *testing.T) {
 	}
 	if got := splitText("no line end here", 3); len(got) != 1 {
 		t.Errorf("no line end: %q, want one piece", got)
+	}
+}
+
+// The shuffle moves texts and their domains together, loses and repeats
+// nothing, and gives the same order every run.
+func TestShuffleDocsKeepsPairsAndIsSeeded(t *testing.T) {
+	mk := func() (texts, domains []string) {
+		for i := range 200 {
+			texts = append(texts, fmt.Sprintf("t%d", i))
+			domains = append(domains, fmt.Sprintf("d%d", i))
+		}
+		return
+	}
+	t1, d1 := mk()
+	t2, d2 := mk()
+	shuffleDocs(t1, d1)
+	shuffleDocs(t2, d2)
+	moved := 0
+	seen := map[string]bool{}
+	for i := range t1 {
+		if t1[i] != t2[i] || d1[i] != d2[i] {
+			t.Fatalf("two shuffles differ at %d: %s/%s against %s/%s", i, t1[i], d1[i], t2[i], d2[i])
+		}
+		if "d"+strings.TrimPrefix(t1[i], "t") != d1[i] {
+			t.Errorf("position %d: text %s with domain %s", i, t1[i], d1[i])
+		}
+		if t1[i] != fmt.Sprintf("t%d", i) {
+			moved++
+		}
+		seen[t1[i]] = true
+	}
+	if len(seen) != 200 {
+		t.Errorf("%d distinct texts after the shuffle, want 200", len(seen))
+	}
+	if moved < 150 {
+		t.Errorf("only %d of 200 texts moved", moved)
+	}
+}
+
+// An unknown order is refused before anything runs.
+func TestBenchIngestRefusesUnknownOrder(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "docs.jsonl")
+	if err := os.WriteFile(f, []byte(`{"id":"a","text":"hello"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := BenchIngest(context.Background(), BenchIngestConfig{Inputs: []string{f}, Order: "sorted", Log: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), `order "sorted"`) {
+		t.Errorf("BenchIngest with order sorted: %v, want an error naming the order", err)
 	}
 }

@@ -44,6 +44,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&cfg.Copies, "copies", 1, "repeat the data this many times (fresh ids)")
 	f.IntVar(&cfg.SplitBytes, "split-bytes", 0, "cut each text into documents of about this many bytes (short records: per-record costs)")
 	f.StringVar(&cfg.Compression, "compression", "lz4", "the topic's compression: none, gzip, snappy, lz4 or zstd")
+	f.StringVar(&cfg.Order, "order", "shuffled", "document order: shuffled (seeded, as a stream mixes domains) or files (as the inputs hold them)")
 	f.IntSliceVar(&cfg.Workers, "workers", nil, "tokenizer goroutine counts, a column each (default: all cores, and all but one)")
 	cmd.AddCommand(ing)
 	return cmd

@@ -35,6 +35,13 @@ type IngestConfig struct {
 	// process or the machine: the trainer of emopipe run, a co-located
 	// broker.
 	TokenizerWorkers int
+	// TokenizerPriority, with fewer TokenizerWorkers than GOMAXPROCS, runs
+	// them on threads of their own and every other thread of the process
+	// at nice +10 (Linux), so that the rest of the path uses the cores left
+	// to it rather than the tokenizer's (priority_linux.go). The nice value
+	// stays raised for the life of the process: for emopipe ingest, not for
+	// a process that has other work to do (emopipe run's trainer).
+	TokenizerPriority bool
 	// InvalidUTF8 is reject (default) or replace.
 	InvalidUTF8 UTF8Policy
 	// DLQTopic receives rejected records; empty keeps them in the store.
@@ -253,9 +260,19 @@ func (in *Ingester) logf(format string, a ...any) {
 // Run consumes until ctx is cancelled. Shutdown order: stop fetching,
 // commit what was read (stage, offset, finalize), leave the group.
 func (in *Ingester) Run(ctx context.Context) error {
-	in.tokens = newTokenPool(in.cfg.Tokenizer, in.cfg.TokenizerWorkers, in.m)
-	in.tokens.pretokenized = in.cfg.pretokenized
+	in.tokens = newTokenPool(in.cfg.Tokenizer, in.cfg.TokenizerWorkers, in.m, in.cfg.TokenizerPriority, in.cfg.pretokenized)
 	defer in.tokens.close() // after the group's close has stopped the partition workers
+	switch {
+	case in.tokens.priority != nil:
+		in.logf("tokenizer priority not had: %v", in.tokens.priority)
+	case len(in.tokens.threads) > 0:
+		in.logf("tokenizer: %d goroutines on threads of their own; the rest of the process at nice +%d", len(in.tokens.threads), restNice)
+		defer func() {
+			if err := priorityError(); err != nil {
+				in.logf("tokenizer priority: %v", err)
+			}
+		}()
+	}
 	in.m.Set("emopipe_ingest_tokenizer_workers", float64(in.tokens.workers))
 	in.lastIn.Store(time.Now().UnixNano())
 	if err := in.waitForTopic(ctx); err != nil {

@@ -26,6 +26,11 @@ type tokenPool struct {
 	// pretokenized, when set, gives the ids of the texts it holds
 	// (IngestConfig.pretokenized).
 	pretokenized map[string][]uint32
+	// threads are the workers' reserved threads when they run with
+	// priority (priority_linux.go); release gives the priority up.
+	threads  []int
+	release  func()
+	priority error // why priority was asked for and not had; nil if had or not asked
 }
 
 // tokenChunk is texts[lo:hi] of one encode call; done counts the call's
@@ -42,16 +47,26 @@ type tokenChunk struct {
 const chunkBytes = 64 << 10
 
 // newTokenPool starts workers goroutines (≤ 0: GOMAXPROCS), counting
-// their busy time in m (nil: not counted).
-func newTokenPool(tok *tokenize.Tokenizer, workers int, m *Metrics) *tokenPool {
+// their busy time in m (nil: not counted). With priority, and fewer
+// workers than GOMAXPROCS, they run on threads reserved for them and the
+// rest of the process is niced (priority_linux.go).
+func newTokenPool(tok *tokenize.Tokenizer, workers int, m *Metrics, priority bool, pretokenized map[string][]uint32) *tokenPool {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	p := &tokenPool{tok: tok, chunks: make(chan tokenChunk, 1024), workers: workers, m: m}
-	for range workers {
-		p.wg.Add(1)
-		go p.work()
+	p := &tokenPool{tok: tok, chunks: make(chan tokenChunk, 1024), workers: workers, m: m, pretokenized: pretokenized, release: func() {}}
+	p.wg.Add(workers)
+	if !priority || workers >= runtime.GOMAXPROCS(0) {
+		for range workers {
+			go p.work()
+		}
+		return p
 	}
+	fns := make([]func(), workers)
+	for i := range fns {
+		fns[i] = p.work
+	}
+	p.threads, p.release, p.priority = priorityThreads(fns)
 	return p
 }
 
@@ -95,4 +110,5 @@ func (p *tokenPool) encode(texts []string) [][]uint32 {
 func (p *tokenPool) close() {
 	close(p.chunks)
 	p.wg.Wait()
+	p.release()
 }

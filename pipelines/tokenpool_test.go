@@ -19,7 +19,7 @@ func TestTokenPoolMatchesEncodeBatch(t *testing.T) {
 	texts = append(texts, "", " ", string(make([]byte, chunkBytes+1)))
 	want := tok.EncodeBatch(texts)
 	for _, workers := range []int{0, 1, 3} {
-		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) { checkTokenPool(t, newTokenPool(tok, workers, nil), texts, want) })
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) { checkTokenPool(t, newTokenPool(tok, workers, nil, false, nil), texts, want) })
 	}
 }
 
@@ -53,7 +53,7 @@ func TestTokenPoolCountsBusyTime(t *testing.T) {
 		texts = append(texts, string(d.Text))
 	}
 	m := NewMetrics()
-	p := newTokenPool(tok, 1, m)
+	p := newTokenPool(tok, 1, m, false, nil)
 	defer p.close()
 	time.Sleep(20 * time.Millisecond)
 	if got := m.Get("emopipe_ingest_tokenizer_busy_seconds_total"); got != 0 {
@@ -74,9 +74,8 @@ func TestTokenPoolHandsOutPretokenizedIDs(t *testing.T) {
 	tok := dolma2(t)
 	texts := []string{"given beforehand", "tokenized here"}
 	given := []uint32{7, 7, 7}
-	p := newTokenPool(tok, 1, nil)
+	p := newTokenPool(tok, 1, nil, false, map[string][]uint32{texts[0]: given})
 	defer p.close()
-	p.pretokenized = map[string][]uint32{texts[0]: given}
 	got := p.encode(texts)
 	if !slices.Equal(got[0], given) {
 		t.Errorf("pretokenized text: ids %v, want the given %v", got[0], given)

@@ -46,6 +46,7 @@ func newBenchCmd() *cobra.Command {
 	f.StringVar(&cfg.Compression, "compression", "lz4", "the topic's compression: none, gzip, snappy, lz4 or zstd")
 	f.StringVar(&cfg.Order, "order", "shuffled", "document order: shuffled (seeded, as a stream mixes domains) or files (as the inputs hold them)")
 	f.IntSliceVar(&cfg.Workers, "workers", nil, "tokenizer goroutine counts, a column each (default: all cores, and all but one)")
+	f.BoolVar(&cfg.TokenizerPriority, "tokenizer-priority", true, "as emopipe ingest's: with cores left over, the tokenizer on threads of its own, the rest of the process niced (both passes)")
 	cmd.AddCommand(ing)
 	return cmd
 }

@@ -102,6 +102,7 @@ interrupted (or --idle-exit).`,
 	f.StringVar(&tokName, "tokenizer", "dolma2", "bundled tokenizer name or tokenizer.json path")
 	f.IntVar(&cfg.Packing.SeqLen, "seq-len", cfg.Packing.SeqLen, "tokens per sequence")
 	f.IntVar(&cfg.TokenizerWorkers, "tokenizer-workers", 0, "goroutines tokenizing, all partitions together (default: one per core)")
+	f.BoolVar(&cfg.TokenizerPriority, "tokenizer-priority", true, "with fewer tokenizer workers than cores, run them on threads of their own and the rest of the process at nice +10 (Linux), so that it uses the cores left to it")
 	f.StringVar(&mode, "mode", "concat", "packing mode: concat or bestfit")
 	f.StringVar(&utf8Policy, "invalid-utf8", "reject", "invalid UTF-8: reject or replace")
 	f.DurationVar(&cfg.CommitInterval, "commit-interval", 0, "longest wait before read records are committed (default 1s)")

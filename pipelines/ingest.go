@@ -266,7 +266,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 	case in.tokens.priority != nil:
 		in.logf("tokenizer priority not had: %v", in.tokens.priority)
 	case len(in.tokens.threads) > 0:
-		in.logf("tokenizer: %d goroutines on threads of their own; the rest of the process at nice +%d", len(in.tokens.threads), restNice)
+		in.logf("tokenizer workers on threads of their own: %d; the rest of the process at nice +%d", len(in.tokens.threads), restNice)
 		defer func() {
 			if err := priorityError(); err != nil {
 				in.logf("tokenizer priority: %v", err)

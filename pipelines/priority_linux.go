@@ -83,9 +83,6 @@ func takeReserved() *reservedThread {
 		close(ready)
 		for f := range t.jobs {
 			f()
-			prio.mu.Lock()
-			prio.idle = append(prio.idle, t)
-			prio.mu.Unlock()
 		}
 	}()
 	<-ready
@@ -120,12 +117,25 @@ func priorityThreads(fns []func()) (tids []int, release func(), err error) {
 		go renice(prio.stop)
 	}
 	prio.mu.Unlock()
+	// back counts the threads not yet idle again: release waits for them,
+	// so that the next pool finds them (a thread made instead would be
+	// niced).
+	var back sync.WaitGroup
+	back.Add(len(fns))
 	for i, f := range fns {
-		threads[i].jobs <- f
+		t := threads[i]
+		t.jobs <- func() {
+			f()
+			prio.mu.Lock()
+			prio.idle = append(prio.idle, t)
+			prio.mu.Unlock()
+			back.Done()
+		}
 	}
 	var once sync.Once
 	release = func() {
 		once.Do(func() {
+			back.Wait()
 			prio.mu.Lock()
 			defer prio.mu.Unlock()
 			if prio.holders--; prio.holders == 0 {
@@ -160,16 +170,17 @@ func reniceOnce() {
 		prio.failed = err
 		return
 	}
+	target := min(prio.base+restNice, 19) // the kernel's largest
 	for _, e := range ents {
 		tid, err := strconv.Atoi(e.Name())
 		if err != nil || prio.reserved[tid] {
 			continue
 		}
-		if n, err := threadNice(tid); err != nil || n >= prio.base+restNice {
+		if n, err := threadNice(tid); err != nil || n >= target {
 			continue // gone, or niced already
 		}
 		// ESRCH: the thread has exited meanwhile.
-		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, prio.base+restNice); err != nil && err != syscall.ESRCH && prio.failed == nil {
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, target); err != nil && err != syscall.ESRCH && prio.failed == nil {
 			prio.failed = fmt.Errorf("renice thread %d: %w", tid, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -136,9 +137,24 @@ type BenchSeries struct {
 	// under 1 when tokenizing beside the stream is slower (cores or
 	// memory shared with it).
 	TokenizerBusy, TokenizingSpeed float64
+	// With tokenizer priority the tokenizer's threads are known, and the
+	// kernel's counters split TokenizingSpeed further: TokenizerOnCPU is
+	// the share of the busy time the threads were on a CPU (the rest they
+	// waited for one, or slept while Go handed the locked goroutine back),
+	// TokenizerCPUSpeed how fast they tokenized per CPU second against the
+	// tokenize-only pass (its threads' CPU time ÷ the ingest run's). Their
+	// product is TokenizingSpeed but for the tokenize-only pass's own
+	// waits. Zero where not measured.
+	TokenizerOnCPU, TokenizerCPUSpeed float64
+	// TokenizerWait is the share of the busy time the threads were
+	// runnable and waiting for a CPU (schedstat).
+	TokenizerWait float64
 
 	tokSecs, ingSecs []float64
 	busyAtBest       float64
+	tokThreadCPU     time.Duration // reserved threads' CPU time in the fastest tokenize-only pass
+	ingThreadCPU     time.Duration // and in the fastest ingest run
+	ingThreadWait    time.Duration
 	lastOtherCPU     float64 // CPU-s of other processes in the latest ingest run
 }
 
@@ -248,6 +264,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			return err
 		}
 		t0, c0, m0 := time.Now(), procstat.CPU(), procstat.Machine()
+		r0, _, _ := reservedSchedstat()
 		if cfg.TokenizerPriority && se.Workers < runtime.GOMAXPROCS(0) {
 			if err := priorityPass(tok, texts, se.Workers); err != nil {
 				return fmt.Errorf("bench: tokenize-only pass: %w", err)
@@ -258,9 +275,11 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			}
 		}
 		s := time.Since(t0).Seconds()
+		r1, _, _ := reservedSchedstat()
 		se.tokSecs = append(se.tokSecs, s)
 		if se.TokenizeSeconds == 0 || s < se.TokenizeSeconds {
 			se.TokenizeSeconds = s
+			se.tokThreadCPU = r1 - r0
 			se.TokenizeCPU = (procstat.CPU() - c0).Seconds()
 			se.TokenizeMachineCPU = (procstat.Machine() - m0).Seconds()
 		}
@@ -328,7 +347,9 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		// the whole benchmark splits into them (go tool pprof -tagfocus
 		// bench=ingest).
 		cpu := sampleCPU(ctx, 10*time.Millisecond)
+		r0, w0, _ := reservedSchedstat()
 		pprof.Do(ctx, pprof.Labels("bench", phase, "workers", strconv.Itoa(se.Workers)), func(ctx context.Context) { err = Ingest(ctx, icfg) })
+		r1, w1, _ := reservedSchedstat()
 		samples := cpu()
 		if err != nil {
 			return err
@@ -352,6 +373,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			se.IngestCPU = (samples.at(last).cpu - samples.at(first).cpu).Seconds()
 			se.IngestMachineCPU = (samples.at(last).machine - samples.at(first).machine).Seconds()
 			se.busyAtBest = m.Get("emopipe_ingest_tokenizer_busy_seconds_total")
+			se.ingThreadCPU, se.ingThreadWait = r1-r0, w1-w0
 		}
 		se.lastOtherCPU = (samples.at(last).machine - samples.at(first).machine - samples.at(last).cpu + samples.at(first).cpu).Seconds()
 		return nil
@@ -404,6 +426,11 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		if se.busyAtBest > 0 {
 			se.TokenizerBusy = se.busyAtBest / (float64(se.Workers) * se.IngestSeconds)
 			se.TokenizingSpeed = float64(se.Workers) * se.TokenizeSeconds / se.busyAtBest
+		}
+		if r.Priority && se.Workers < runtime.GOMAXPROCS(0) && se.busyAtBest > 0 && se.tokThreadCPU > 0 && se.ingThreadCPU > 0 {
+			se.TokenizerOnCPU = se.ingThreadCPU.Seconds() / se.busyAtBest
+			se.TokenizerWait = se.ingThreadWait.Seconds() / se.busyAtBest
+			se.TokenizerCPUSpeed = se.tokThreadCPU.Seconds() / se.ingThreadCPU.Seconds()
 		}
 	}
 
@@ -639,6 +666,17 @@ func (r *BenchIngestResult) Markdown() string {
 	row("ratio of each ingest run to the tokenize-only passes either side of it, median", func(se *BenchSeries) string { return fmt.Sprintf("%.2f", se.RatioPaired) })
 	row("= tokenizer goroutines busy (text in hand), share of the best run", func(se *BenchSeries) string { return fmt.Sprintf("%.1f%%", 100*se.TokenizerBusy) })
 	row("× their tokenizing speed in it ÷ tokenize-only's", func(se *BenchSeries) string { return fmt.Sprintf("%.2f", se.TokenizingSpeed) })
+	if slices.ContainsFunc(r.Series, func(se BenchSeries) bool { return se.TokenizerCPUSpeed > 0 }) {
+		measured := func(v float64, f string) string {
+			if v == 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf(f, v)
+		}
+		row("  of which: their threads on a CPU, share of the busy time (kernel's schedstat)", func(se *BenchSeries) string { return measured(100*se.TokenizerOnCPU, "%.1f%%") })
+		row("  of which: runnable but waiting for a CPU, share of the busy time", func(se *BenchSeries) string { return measured(100*se.TokenizerWait, "%.1f%%") })
+		row("  × tokenizing per CPU second ÷ tokenize-only's (threads' CPU time)", func(se *BenchSeries) string { return measured(se.TokenizerCPUSpeed, "%.3f") })
+	}
 	row("CPU-s of this process: tokenize only / ingest (ratio), fastest runs", func(se *BenchSeries) string {
 		return fmt.Sprintf("%.2f / %.2f (%.2f)", se.TokenizeCPU, se.IngestCPU, se.TokenizeCPU/se.IngestCPU)
 	})

@@ -194,3 +194,29 @@ func priorityError() error {
 	prio.failed = nil
 	return err
 }
+
+// reservedSchedstat sums the kernel's counters of the reserved threads:
+// time on a CPU and time runnable but waiting for one
+// (/proc/PID/task/TID/schedstat). ok is false when there are none or the
+// counters cannot be read.
+func reservedSchedstat() (onCPU, waiting time.Duration, ok bool) {
+	prio.mu.Lock()
+	tids := make([]int, 0, len(prio.reserved))
+	for tid := range prio.reserved {
+		tids = append(tids, tid)
+	}
+	prio.mu.Unlock()
+	for _, tid := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/schedstat", tid))
+		if err != nil {
+			return 0, 0, false
+		}
+		var run, wait int64
+		if _, err := fmt.Sscan(string(b), &run, &wait); err != nil {
+			return 0, 0, false
+		}
+		onCPU += time.Duration(run)
+		waiting += time.Duration(wait)
+	}
+	return onCPU, waiting, len(tids) > 0
+}

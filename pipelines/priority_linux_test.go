@@ -62,9 +62,16 @@ func priorityChild(t *testing.T) {
 		t.Fatalf("1 worker on 2 Ps: threads %v, err %v; want one reserved thread", p.threads, p.priority)
 	}
 	worker := p.threads[0]
+	cpu0, _, ok0 := reservedSchedstat()
 	encodeHeld(t, p, texts, want)
+	cpu1, _, ok1 := reservedSchedstat()
 	checkNiced(t, base, worker)
 	p.close()
+	// The benchmark splits the tokenizer's time with these counters: the
+	// reserved thread's CPU time grows by the tokenizing it did.
+	if !ok0 || !ok1 || cpu1 <= cpu0 {
+		t.Errorf("reserved threads' CPU time %v then %v (read: %v, %v): want it grown by the encoding", cpu0, cpu1, ok0, ok1)
+	}
 
 	// The next pool gets the same thread back, still at the process's value.
 	q := newTokenPool(tok, 1, nil, true, nil)

@@ -2,7 +2,10 @@
 
 package pipelines
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // restNice is priority_linux.go's; named here for the log line.
 const restNice = 10
@@ -18,3 +21,5 @@ func priorityThreads(fns []func()) (tids []int, release func(), err error) {
 }
 
 func priorityError() error { return nil }
+
+func reservedSchedstat() (onCPU, waiting time.Duration, ok bool) { return 0, 0, false }

@@ -383,6 +383,25 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	for i, ids := range cfg.Tokenizer.EncodeBatch(texts[:n]) {
 		pre[texts[i]] = ids
 	}
+	// Reserve the priority threads before any pass: a thread's kernel
+	// counters include what it ran before it was reserved, so one reserved
+	// in the middle of a measured pass would count that too.
+	if cfg.TokenizerPriority {
+		n := 0
+		for _, se := range r.Series {
+			if se.Workers < runtime.GOMAXPROCS(0) {
+				n = max(n, se.Workers)
+			}
+		}
+		if n > 0 {
+			fns := make([]func(), n)
+			for i := range fns {
+				fns[i] = func() {}
+			}
+			_, release, _ := priorityThreads(fns)
+			release()
+		}
+	}
 	r.Warmup = cfg.Warmup
 	for i := range cfg.Warmup {
 		var w BenchSeries

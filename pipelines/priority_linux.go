@@ -52,7 +52,7 @@ var prio struct {
 	reserved map[int]bool
 	holders  int           // pools holding priority
 	stop     chan struct{} // stops the renicer when holders drops to zero
-	failed   error         // the renicer could not renice (logged once)
+	failed   error         // why the renicer could not renice; priorityError reports and clears it
 }
 
 // threadNice is tid's nice value (the raw getpriority call returns 20-nice).

@@ -567,6 +567,18 @@ func (c *KafkaConfig) CreateTopic(ctx context.Context, topic string, partitions 
 	return nil
 }
 
+// DeleteTopic deletes a topic (no error if it does not exist).
+func (c *KafkaConfig) DeleteTopic(ctx context.Context, topic string) error {
+	resp, err := c.client().DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	if err != nil {
+		return fmt.Errorf("kafka: delete topic %s: %w", topic, c.Diagnose(ctx, err))
+	}
+	if e := resp.Errors[topic]; e != nil && !errors.Is(e, kafka.UnknownTopicOrPartition) {
+		return fmt.Errorf("kafka: delete topic %s: %w", topic, e)
+	}
+	return nil
+}
+
 // Writer is a producer to one topic, used for the dead-letter topic and by
 // `emopipe produce`.
 func (c *KafkaConfig) Writer(topic string, compression string) (*kafka.Writer, error) {

@@ -193,6 +193,9 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		}
 	}
 	src.Close()
+	if len(texts) == 0 {
+		return nil, fmt.Errorf("bench: no documents with text in %s", strings.Join(cfg.Inputs, ", "))
+	}
 	// A stream mixes its sources, and the corpus files hold one domain
 	// each. In file order the tokenize-only pass reads each domain in one
 	// run (about 3 MB of the real corpus), its pretoken cache serving one
@@ -304,6 +307,14 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	if err := kc.CreateTopic(ctx, kc.Topic, cfg.Partitions); err != nil {
 		return nil, err
 	}
+	// The topics hold copies of the corpus (about a GB at --copies 30):
+	// left behind, repeated runs fill the broker's disk.
+	dropTopic := func(topic string) {
+		if err := kc.DeleteTopic(context.WithoutCancel(ctx), topic); err != nil {
+			fmt.Fprintf(cfg.Log, "bench: %v\n", err)
+		}
+	}
+	defer dropTopic(kc.Topic)
 	fmt.Fprintf(cfg.Log, "bench: producing %d records (%s) to %s\n", len(values), HumanBytes(int64(r.Bytes)), kc.Topic)
 	p, err := kc.NewProducer(kc.Topic, cfg.Compression)
 	if err != nil {
@@ -466,6 +477,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	if err := kc.CreateTopic(ctx, kc.Topic, cfg.Partitions); err != nil {
 		return nil, err
 	}
+	defer dropTopic(kc.Topic)
 	m := NewMetrics()
 	icfg.Kafka, icfg.Metrics, icfg.Store = kc, m, filepath.Join(dir, "paced")
 	icfg.TokenizerWorkers = r.Series[0].Workers

@@ -2,12 +2,19 @@ package pipelines
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/emopipe/emopipe/ingest"
+	"github.com/emopipe/emopipe/internal/kafkatest"
 )
 
 // Ingest run i is paired with the tokenize-only passes i and i+1 around
@@ -94,6 +101,18 @@ func TestShuffleDocsKeepsPairsAndIsSeeded(t *testing.T) {
 	}
 }
 
+// Inputs with no text are refused with an error, not a crash.
+func TestBenchIngestRefusesInputsWithoutText(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "docs.jsonl")
+	if err := os.WriteFile(f, []byte(`{"id":"a","text":"  "}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := BenchIngest(context.Background(), BenchIngestConfig{Inputs: []string{f}, Log: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "no documents") {
+		t.Errorf("BenchIngest over blank texts: %v, want an error saying there are no documents", err)
+	}
+}
+
 // An unknown order is refused before anything runs.
 func TestBenchIngestRefusesUnknownOrder(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "docs.jsonl")
@@ -104,4 +123,67 @@ func TestBenchIngestRefusesUnknownOrder(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `order "sorted"`) {
 		t.Errorf("BenchIngest with order sorted: %v, want an error naming the order", err)
 	}
+}
+
+// Against a real broker a small benchmark measures every pass and run it
+// reports, and deletes the topics it made: at --copies 30 each holds about
+// a GB of the corpus, and repeated runs left behind filled the broker's disk.
+func TestBenchIngestAgainstARealBrokerDeletesItsTopics(t *testing.T) {
+	brokers := kafkatest.Shared(t)
+	var lines []string
+	for _, d := range readSample(t)[:200] {
+		b, _ := json.Marshal(map[string]string{"id": d.ID, "text": d.Text, "domain": d.Domain})
+		lines = append(lines, string(b))
+	}
+	f := filepath.Join(t.TempDir(), "docs.jsonl")
+	if err := os.WriteFile(f, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kc := ingest.DefaultKafkaConfig()
+	kc.Brokers = brokers
+	ctx := context.Background()
+	before := benchTopics(t, brokers)
+	var log strings.Builder
+	r, err := BenchIngest(ctx, BenchIngestConfig{Kafka: kc, Inputs: []string{f}, Tokenizer: dolma2(t), SeqLen: 256,
+		Partitions: 2, Rounds: 1, Workers: []int{1}, LagSeconds: 1, Log: &log})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if se := r.Series[0]; r.Docs == 0 || se.TokenizeMBps <= 0 || se.IngestMBps <= 0 || se.Ratio <= 0 || r.Path.IngestMBps <= 0 {
+		t.Errorf("docs %d, tokenize-only %.2f MB/s, ingest %.2f MB/s, ratio %.2f, data path %.2f MB/s: want all measured",
+			r.Docs, se.TokenizeMBps, se.IngestMBps, se.Ratio, r.Path.IngestMBps)
+	}
+	// A deleted topic leaves the broker's metadata within moments.
+	var left []string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		left = left[:0]
+		for topic := range benchTopics(t, brokers) {
+			if !before[topic] {
+				left = append(left, topic)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("topics left behind: %v\n%s", left, log.String())
+	}
+}
+
+// benchTopics is the set of the broker's topics named as BenchIngest names
+// its own.
+func benchTopics(t *testing.T, brokers []string) map[string]bool {
+	t.Helper()
+	resp, err := (&kafka.Client{Addr: kafka.TCP(brokers...)}).Metadata(context.Background(), &kafka.MetadataRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, tp := range resp.Topics {
+		if strings.HasPrefix(tp.Name, "bench-") {
+			out[tp.Name] = true
+		}
+	}
+	return out
 }

@@ -268,7 +268,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 		}
 		t0, c0, m0 := time.Now(), procstat.CPU(), procstat.Machine()
 		r0, _, _ := reservedSchedstat()
-		if cfg.TokenizerPriority && se.Workers < runtime.GOMAXPROCS(0) {
+		if prioritized(cfg.TokenizerPriority, se.Workers) {
 			if err := priorityPass(tok, texts, se.Workers); err != nil {
 				return fmt.Errorf("bench: tokenize-only pass: %w", err)
 			}
@@ -397,21 +397,14 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 	// Reserve the priority threads before any pass: a thread's kernel
 	// counters include what it ran before it was reserved, so one reserved
 	// in the middle of a measured pass would count that too.
-	if cfg.TokenizerPriority {
-		n := 0
-		for _, se := range r.Series {
-			if se.Workers < runtime.GOMAXPROCS(0) {
-				n = max(n, se.Workers)
-			}
+	reserve := 0
+	for _, se := range r.Series {
+		if prioritized(cfg.TokenizerPriority, se.Workers) {
+			reserve = max(reserve, se.Workers)
 		}
-		if n > 0 {
-			fns := make([]func(), n)
-			for i := range fns {
-				fns[i] = func() {}
-			}
-			_, release, _ := priorityThreads(fns)
-			release()
-		}
+	}
+	if reserve > 0 {
+		priorityPass(cfg.Tokenizer, nil, reserve) // nothing to tokenize: it only reserves
 	}
 	r.Warmup = cfg.Warmup
 	for i := range cfg.Warmup {
@@ -457,7 +450,7 @@ func BenchIngest(ctx context.Context, cfg BenchIngestConfig) (*BenchIngestResult
 			se.TokenizerBusy = se.busyAtBest / (float64(se.Workers) * se.IngestSeconds)
 			se.TokenizingSpeed = float64(se.Workers) * se.TokenizeSeconds / se.busyAtBest
 		}
-		if r.Priority && se.Workers < runtime.GOMAXPROCS(0) && se.busyAtBest > 0 && se.tokThreadCPU > 0 && se.ingThreadCPU > 0 {
+		if prioritized(r.Priority, se.Workers) && se.busyAtBest > 0 && se.tokThreadCPU > 0 && se.ingThreadCPU > 0 {
 			se.TokenizerOnCPU = se.ingThreadCPU.Seconds() / se.busyAtBest
 			se.TokenizerWait = se.ingThreadWait.Seconds() / se.busyAtBest
 			se.TokenizerCPUSpeed = se.tokThreadCPU.Seconds() / se.ingThreadCPU.Seconds()
@@ -684,7 +677,7 @@ func (r *BenchIngestResult) Markdown() string {
 	b.WriteString("|---|" + strings.Repeat("---:|", len(r.Series)) + "\n")
 	row("tokenize only (EncodeBatchN; with priority, an Encoder on each reserved thread), best pass", func(se *BenchSeries) string { return fmt.Sprintf("%.2f MB/s", se.TokenizeMBps) })
 	row("tokenizer priority (threads of their own, the rest of the process at nice +10; both passes)", func(se *BenchSeries) string {
-		if r.Priority && se.Workers < runtime.GOMAXPROCS(0) {
+		if prioritized(r.Priority, se.Workers) {
 			return "yes"
 		}
 		return "no"

@@ -56,7 +56,7 @@ func newTokenPool(tok *tokenize.Tokenizer, workers int, m *Metrics, priority boo
 	}
 	p := &tokenPool{tok: tok, chunks: make(chan tokenChunk, 1024), workers: workers, m: m, pretokenized: pretokenized, release: func() {}}
 	p.wg.Add(workers)
-	if !priority || workers >= runtime.GOMAXPROCS(0) {
+	if !prioritized(priority, workers) {
 		for range workers {
 			go p.work()
 		}
@@ -68,6 +68,12 @@ func newTokenPool(tok *tokenize.Tokenizer, workers int, m *Metrics, priority boo
 	}
 	p.threads, p.release, p.priority = priorityThreads(fns)
 	return p
+}
+
+// prioritized says whether workers tokenizer goroutines get priority when
+// it is asked for: only with a core left over for the rest.
+func prioritized(asked bool, workers int) bool {
+	return asked && workers < runtime.GOMAXPROCS(0)
 }
 
 func (p *tokenPool) work() {
